@@ -1,0 +1,67 @@
+"""The ``mmal`` command line (Typer + rich).
+
+Command groups live in sibling modules, each exposing ``register(app)``; add a module name to
+``COMMAND_MODULES`` to add commands. Every user error is a :class:`MmalError`: its one line
+goes to stderr and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import MmalError
+from .common import err_console
+
+COMMAND_MODULES = ["run", "listing", "results"]
+
+app = typer.Typer(
+    name="mmal",
+    help="Benchmark multimodal active learning: run experiments, list plugins, show and export results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """mmal: multimodal active-learning benchmarks."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and turns errors into one line + exit 2."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="mmal")
+    except MmalError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished rounds are saved; run the same command again to resume")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

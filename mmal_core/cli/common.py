@@ -1,0 +1,27 @@
+"""Shared bits of the CLI: consoles and the default database path."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Default results database, relative to the working directory (override with --db or MMAL_DB).
+DEFAULT_DB = "mmal-results.db"
+
+
+def default_db() -> str:
+    return os.environ.get("MMAL_DB", DEFAULT_DB)
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)

@@ -1,0 +1,387 @@
+"""The pool-based, batch-mode active-learning loop.
+
+For every (dataset, seed, strategy) of an experiment::
+
+    labeled = initial set (random, or stratified by class)
+    for round r = 0 .. len(schedule):
+        model = fresh network (or the previous round's weights with warm_start), trained on labeled
+        metrics = evaluate(model, test)
+        if r < len(schedule):
+            view = PoolView.from_model(model, pool, unlabeled, labeled, strategy.requires)
+            picks = strategy.select(view, schedule[r], rng)
+        commit round r (labeled count, metrics, queried ids, timings)
+        labeled += picks
+
+All randomness comes from the run's seed: the initial set from (seed, "initial"), model
+weights and batch order of round r from (seed, r), the strategy's rng from (seed, r) too. A
+round therefore depends only on the labeled set it starts from, so a run killed at any point
+and started again reproduces the uninterrupted result exactly (on CPU).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__, load_dataset
+from .config import BudgetSpec, ExperimentConfig, ModelSpec, PluginSpec, content_hash
+from .data import MultimodalDataset
+from .errors import MmalError
+from .metrics import aubc, evaluate
+from .params import construct
+from .plugins import get_plugin_manager
+from .store import RoundRecord, Store
+from .view import PoolView
+
+_STREAM_INITIAL, _STREAM_MODEL, _STREAM_STRATEGY = 101, 202, 303
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed derived from integer parts (stable across platforms and Python runs)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one active-learning run."""
+
+    dataset: PluginSpec
+    strategy: PluginSpec
+    seed: int
+    model: ModelSpec
+    budget: BudgetSpec
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.canonical(),
+            "strategy": self.strategy.canonical(),
+            "seed": self.seed,
+            "model": self.model.canonical(),
+            "budget": self.budget.model_dump(),
+        }
+
+    @property
+    def key(self) -> str:
+        return content_hash(self.canonical())
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.label} / {self.strategy.label} / seed {self.seed}"
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    run_id: int
+    status: str
+    n_labeled: list[int] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    resumed_rounds: int = 0
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Callbacks:
+    """Progress hooks; the CLI implements them with rich progress bars."""
+
+    def run_started(self, spec: RunSpec, total_rounds: int, done_rounds: int) -> None: ...
+
+    def round_finished(self, spec: RunSpec, record: RoundRecord) -> None: ...
+
+    def run_finished(self, outcome: RunOutcome) -> None: ...
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and platform facts recorded with every experiment."""
+    import importlib.metadata as md
+
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "mmal": __version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except Exception:  # torch missing is reported by the model when it trains
+        env["torch"] = None
+    pm = get_plugin_manager()
+    pm.load()
+    env["plugins"] = {info.dist: info.version for info in pm.plugins.values() if info.ok}
+    for name in ("pluggy", "pydantic"):
+        try:
+            env[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return env
+
+
+def run_specs(config: ExperimentConfig) -> list[RunSpec]:
+    """The runs of an experiment, in execution order (dataset, seed, strategy)."""
+    return [
+        RunSpec(d, s, seed, config.model, config.budget)
+        for d in config.dataset
+        for seed in config.seeds
+        for s in config.strategies
+    ]
+
+
+def build_strategy(spec: PluginSpec):
+    cls = get_plugin_manager().get("strategy", spec.name)
+    return construct(cls, spec.params, f"strategy '{spec.name}'")
+
+
+def build_model(spec: ModelSpec):
+    cls = get_plugin_manager().get("model", spec.name)
+    return construct(cls, spec.params, f"model '{spec.name}'")
+
+
+def validate_experiment(config: ExperimentConfig, source: str = "config") -> None:
+    """Check every name, parameter and budget before anything is written.
+
+    Raises :class:`MmalError` naming ``source`` and the key at fault.
+    """
+    pm = get_plugin_manager()
+    try:
+        model = build_model(config.model)
+    except MmalError as err:
+        raise MmalError(f"{source}: model: {err}") from None
+    provided = model.provided()
+    for i, spec in enumerate(config.strategies):
+        try:
+            strategy = build_strategy(spec)
+        except MmalError as err:
+            raise MmalError(f"{source}: strategies[{i}]: {err}") from None
+        missing = set(strategy.requires) - set(provided)
+        if missing:
+            raise MmalError(
+                f"{source}: strategies[{i}]: strategy '{spec.name}' needs {sorted(missing)} but model "
+                f"'{config.model.name}' with these parameters does not provide it"
+                + (" (it has no unimodal heads)" if "modality_probs" in missing else "")
+            )
+    for i, spec in enumerate(config.dataset):
+        try:
+            pm.get("dataset", spec.name)
+            dataset = load_dataset(spec.name, seed=config.seeds[0], **spec.params)
+        except MmalError as err:
+            raise MmalError(f"{source}: dataset[{i}]: {err}") from None
+        check_budget(config.budget, dataset, f"{source}: budget")
+
+
+def check_budget(budget: BudgetSpec, dataset: MultimodalDataset, where: str) -> None:
+    pool = len(dataset.train)
+    if budget.total > pool:
+        raise MmalError(
+            f"{where}: the schedule labels {budget.total} samples but dataset '{dataset.name}' has a pool of {pool}"
+        )
+
+
+def initial_set(labels: np.ndarray, size: int, stratified: bool, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the initial labeled set (sorted).
+
+    stratified: the same number of samples from every class (remainder to random classes),
+    taking all of a class that is too small.
+    """
+    n = len(labels)
+    if size > n:
+        raise MmalError(f"budget.initial: {size} is larger than the pool ({n})")
+    if not stratified:
+        return np.sort(rng.choice(n, size=size, replace=False))
+    classes = np.unique(labels)
+    by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: size // len(classes) for c in classes}
+    for c in rng.permutation(classes)[: size % len(classes)]:
+        quota[c] += 1
+    picked = [by_class[c][: quota[c]] for c in classes]
+    chosen = np.concatenate(picked)
+    if len(chosen) < size:  # some classes were too small: fill from the rest at random
+        rest = np.setdiff1d(np.arange(n), chosen)
+        chosen = np.concatenate([chosen, rng.choice(rest, size - len(chosen), replace=False)])
+    return np.sort(chosen)
+
+
+def check_picks(picks: Any, budget: int, n_unlabeled: int, strategy: str) -> np.ndarray:
+    """Validate a strategy's answer; a broken plugin gets an error naming it."""
+    arr = np.asarray(picks)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise MmalError(f"strategy '{strategy}': select() must return a 1-D integer array, got {arr.dtype} {arr.shape}")
+    if len(arr) != budget:
+        raise MmalError(f"strategy '{strategy}': select() returned {len(arr)} positions, expected {budget}")
+    if len(np.unique(arr)) != len(arr):
+        raise MmalError(f"strategy '{strategy}': select() returned duplicate positions")
+    if len(arr) and (arr.min() < 0 or arr.max() >= n_unlabeled):
+        raise MmalError(f"strategy '{strategy}': select() returned positions outside [0, {n_unlabeled})")
+    return arr.astype(np.int64)
+
+
+class _DatasetCache:
+    """Keeps the last dataset loaded, so strategies of one (dataset, seed) share it."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, spec: PluginSpec, seed: int) -> MultimodalDataset:
+        key = (content_hash(spec.canonical()), seed)
+        if key != self.key:
+            self.key, self.value = key, load_dataset(spec.name, seed=seed, **spec.params)
+        return self.value
+
+
+def execute_run(
+    spec: RunSpec,
+    store: Store,
+    experiment_id: int,
+    callbacks: Callbacks | None = None,
+    datasets: _DatasetCache | None = None,
+    stop_after: int | None = None,
+) -> RunOutcome:
+    """Run (or resume) one active-learning run, committing each round as it finishes.
+
+    stop_after: stop after this many new rounds (tests use it to simulate a killed run).
+    """
+    callbacks = callbacks or Callbacks()
+    datasets = datasets or _DatasetCache()
+    dataset = datasets.get(spec.dataset, spec.seed)
+    check_budget(spec.budget, dataset, "budget")
+    pool = dataset.train
+    strategy = build_strategy(spec.strategy)
+    schedule = spec.budget.schedule
+    total_rounds = len(schedule) + 1
+
+    rng_init = np.random.default_rng(derive_seed(spec.seed, _STREAM_INITIAL))
+    initial = initial_set(pool.labels, spec.budget.initial, spec.budget.stratified, rng_init)
+    run_id, initial_ids = store.run(
+        experiment_id,
+        spec.key,
+        {
+            "dataset": spec.dataset.name,
+            "dataset_params": spec.dataset.params,
+            "strategy": spec.strategy.name,
+            "strategy_params": strategy.get_params(),
+            "strategy_label": spec.strategy.label,
+            "seed": spec.seed,
+            "model": spec.model.canonical(),
+            "budget": spec.budget.model_dump(),
+            "initial_ids": pool.ids[initial].tolist(),
+        },
+    )
+    done = store.rounds(run_id, with_state=spec.model.warm_start)
+    position_of = {int(i): p for p, i in enumerate(pool.ids)}
+    labeled_ids = list(initial_ids) + [i for r in done for i in r.queried_ids]
+    is_labeled = np.zeros(len(pool), dtype=bool)
+    try:
+        is_labeled[[position_of[int(i)] for i in labeled_ids]] = True
+    except KeyError as err:
+        raise MmalError(f"run {run_id}: stored sample id {err} is not in the pool of '{spec.dataset.name}'") from None
+    outcome = RunOutcome(spec, run_id, "running", resumed_rounds=len(done))
+    for r in done:
+        outcome.n_labeled.append(r.n_labeled)
+        outcome.accuracy.append(r.metrics.get("accuracy", float("nan")))
+    callbacks.run_started(spec, total_rounds, len(done))
+    state = done[-1].model_state if (done and spec.model.warm_start) else None
+
+    new_rounds = 0
+    for rnd in range(len(done), total_rounds):
+        if stop_after is not None and new_rounds >= stop_after:
+            outcome.status = "interrupted"
+            return outcome
+        labeled = np.flatnonzero(is_labeled)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        model = build_model(spec.model)
+        model.setup(dataset.modalities, dataset.n_classes)
+        model.fit(pool, labeled, seed=derive_seed(spec.seed, _STREAM_MODEL, rnd), init_state=state)
+        timings["train"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        metrics = evaluate(model, dataset)
+        timings["evaluate"] = time.perf_counter() - t0
+
+        queried: list[int] = []
+        if rnd < len(schedule):
+            unlabeled = np.flatnonzero(~is_labeled)
+            budget = schedule[rnd]
+            t0 = time.perf_counter()
+            view = PoolView.from_model(
+                model, pool, unlabeled, labeled, strategy.requires,
+                metrics=metrics, n_classes=dataset.n_classes, params=view_params(strategy),
+            )._for_strategy(spec.strategy.name)
+            timings["predict"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(derive_seed(spec.seed, _STREAM_STRATEGY, rnd))
+            picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), spec.strategy.name)
+            timings["select"] = time.perf_counter() - t0
+            chosen = unlabeled[picks]
+            queried = pool.ids[chosen].tolist()
+        if spec.model.warm_start:
+            state = model.state()
+        record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, state if spec.model.warm_start else None)
+        store.add_round(run_id, record)
+        if queried:
+            is_labeled[chosen] = True
+        outcome.n_labeled.append(record.n_labeled)
+        outcome.accuracy.append(metrics["accuracy"])
+        for k, v in timings.items():
+            outcome.timings[k] = outcome.timings.get(k, 0.0) + v
+        callbacks.round_finished(spec, record)
+        new_rounds += 1
+    store.set_status(run_id, "finished")
+    outcome.status = "finished"
+    callbacks.run_finished(outcome)
+    return outcome
+
+
+def view_params(strategy: Any) -> dict[str, Any]:
+    """Settings a strategy passes to the model for its view (``mc_samples`` for MC dropout)."""
+    params = {}
+    if hasattr(strategy, "view_params"):
+        params.update(strategy.view_params())
+    return params
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    db_path: str,
+    callbacks: Callbacks | None = None,
+    source: str = "config",
+) -> list[RunOutcome]:
+    """Validate, then run or resume every run of ``config`` into the database at ``db_path``."""
+    validate_experiment(config, source)
+    env = environment()
+    with Store(db_path) as store:
+        experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)
+        datasets = _DatasetCache()
+        outcomes = []
+        for spec in run_specs(config):
+            outcomes.append(execute_run(spec, store, experiment_id, callbacks, datasets))
+        return outcomes
+
+
+def summarize(outcomes: list[RunOutcome]) -> list[dict[str, Any]]:
+    """Per (dataset, strategy): mean ± std of final accuracy and AUBC over seeds."""
+    groups: dict[tuple[str, str], list[RunOutcome]] = {}
+    for o in outcomes:
+        groups.setdefault((o.spec.dataset.label, o.spec.strategy.label), []).append(o)
+    rows = []
+    for (dataset, strategy), runs in groups.items():
+        finals = np.array([o.accuracy[-1] for o in runs if o.accuracy])
+        areas = np.array([aubc(o.n_labeled, o.accuracy) for o in runs if o.accuracy])
+        rows.append({
+            "dataset": dataset,
+            "strategy": strategy,
+            "seeds": len(runs),
+            "final_accuracy": float(finals.mean()) if finals.size else float("nan"),
+            "final_accuracy_std": float(finals.std()) if finals.size else float("nan"),
+            "aubc": float(areas.mean()) if areas.size else float("nan"),
+            "aubc_std": float(areas.std()) if areas.size else float("nan"),
+            "seconds": float(sum(sum(o.timings.values()) for o in runs)),
+        })
+    return rows

@@ -1,0 +1,286 @@
+"""The model interface and mmal's default multimodal network.
+
+A model is trained on the labeled set every round and answers the questions a PoolView
+needs. :class:`Model` is the interface model plugins implement; :class:`FusionMLP` is the
+built-in multimodal network: one MLP encoder per modality, a fusion (``concat``, ``sum``,
+``gated`` attention over present modalities, or ``late`` averaging of unimodal heads), one
+auxiliary classifier head per modality trained jointly, dropout that can stay on at inference
+for MC sampling, and explicit masking: a missing modality contributes nothing to the fusion.
+
+Torch is imported only when a model is built or trained, so listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import combinations
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .data import ModalitySpec, Split
+from .errors import MmalError
+from .params import check_choice, check_float, check_int, get_params
+
+FUSIONS = ("concat", "sum", "gated", "late")
+
+
+class Model:
+    """Interface of model plugins.
+
+    Subclasses set ``name``, ``provides`` (the PoolView fields they can compute, see
+    :data:`mmal_core.view.REQUIREMENTS`) and take hyper-parameters as keyword arguments of
+    ``__init__`` (validated there). The loop calls, each round::
+
+        model.setup(modalities, n_classes)             # once per run
+        model.fit(pool, labeled, seed, init_state)     # fresh weights unless init_state
+        model.predict(split, index, want={...})        # dict of arrays, see below
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    provides: ClassVar[frozenset[str]] = frozenset()
+
+    def provided(self) -> frozenset[str]:
+        """Fields this configured instance can compute (may depend on its parameters)."""
+        return frozenset(self.provides)
+
+    def setup(self, modalities: list[ModalitySpec], n_classes: int) -> None:
+        raise NotImplementedError
+
+    def fit(self, pool: Split, labeled: np.ndarray, seed: int, init_state: bytes | None = None) -> None:
+        """Train on ``pool`` rows ``labeled`` (positions) with randomness from ``seed`` only."""
+        raise NotImplementedError
+
+    def predict(
+        self,
+        split: Split,
+        index: np.ndarray | None = None,
+        want: set[str] | frozenset[str] = frozenset({"probs"}),
+        params: dict[str, Any] | None = None,
+        keep: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """Outputs for rows ``index`` of ``split`` (all rows when None).
+
+        want: subset of {"probs", "embeddings", "modality_probs", "modality_embeddings",
+            "mc_probs", "subset_probs"}.
+        params: ``mc_samples`` (T) for ``mc_probs``.
+        keep: optional (M,) bool; modalities set False are treated as missing everywhere.
+        """
+        raise NotImplementedError
+
+    def state(self) -> bytes:
+        """Serialized weights, for warm starts and resumable runs."""
+        raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        return get_params(self)
+
+
+class FusionMLP(Model):
+    """Multimodal MLP with per-modality encoders, a fusion choice and unimodal heads.
+
+    Parameters:
+        fusion: ``concat`` | ``sum`` | ``gated`` | ``late``.
+        hidden: width of encoders and of the fused embedding.
+        dropout: dropout probability after every hidden layer (also used by MC dropout).
+        epochs, batch_size, lr, weight_decay: Adam training settings.
+        aux_weight: weight of the unimodal heads' loss (0 trains them detached from nothing:
+            they still learn, but do not shape the encoders).
+        unimodal_heads: False removes the auxiliary heads (multimodal strategies then refuse
+            to run).
+        modality_dropout: probability of hiding each present modality of a training sample
+            (never all of them), for robustness to missing modalities.
+        device: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
+        eval_batch_size: rows per batch when predicting.
+    """
+
+    name = "fusion-mlp"
+    summary = "MLP encoder per modality, concat/sum/gated/late fusion, unimodal heads, mask-aware"
+    provides = frozenset(
+        {"probs", "embeddings", "modality_probs", "modality_embeddings", "mc_probs", "subset_probs"}
+    )
+
+    def __init__(
+        self,
+        fusion: str = "concat",
+        hidden: int = 64,
+        dropout: float = 0.1,
+        epochs: int = 40,
+        batch_size: int = 64,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        aux_weight: float = 1.0,
+        unimodal_heads: bool = True,
+        modality_dropout: float = 0.0,
+        device: str = "auto",
+        eval_batch_size: int = 8192,
+    ):
+        self.fusion = check_choice("fusion", fusion, FUSIONS)
+        self.hidden = check_int("hidden", hidden, 1)
+        self.dropout = check_float("dropout", dropout, 0.0, 0.95)
+        self.epochs = check_int("epochs", epochs, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.lr = check_float("lr", lr, 0.0, open_min=True)
+        self.weight_decay = check_float("weight_decay", weight_decay, 0.0)
+        self.aux_weight = check_float("aux_weight", aux_weight, 0.0)
+        if not isinstance(unimodal_heads, bool):
+            raise MmalError(f"parameter 'unimodal_heads': expected true or false, got {unimodal_heads!r}")
+        self.unimodal_heads = unimodal_heads
+        self.modality_dropout = check_float("modality_dropout", modality_dropout, 0.0, 0.95)
+        self.device = check_choice("device", device, ("auto", "cpu", "cuda"))
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
+        if fusion == "late" and not unimodal_heads:
+            raise MmalError("parameter 'unimodal_heads': late fusion averages the unimodal heads, so it needs them")
+        self.net_ = None
+
+    def provided(self) -> frozenset[str]:
+        if self.unimodal_heads:
+            return self.provides
+        return self.provides - {"modality_probs"}
+
+    # -- set-up --------------------------------------------------------------------------
+    def setup(self, modalities: list[ModalitySpec], n_classes: int) -> None:
+        self.modalities_ = list(modalities)
+        self.n_classes_ = int(n_classes)
+        self.net_ = None
+
+    def _torch_device(self):
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise MmalError("parameter 'device': cuda was asked for but torch sees no GPU")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _build(self):
+        from .network import FusionNetwork
+
+        return FusionNetwork(
+            dims=[m.dim for m in self.modalities_],
+            n_classes=self.n_classes_,
+            fusion=self.fusion,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            unimodal_heads=self.unimodal_heads,
+        )
+
+    def _normaliser(self, pool: Split) -> None:
+        # Feature scaling from the whole pool: its features are known before any label is.
+        self.mean_, self.std_ = [], []
+        for j, m in enumerate(pool.modalities):
+            rows = pool.features[m][pool.mask[:, j]]
+            mu = rows.mean(axis=0)
+            sd = rows.std(axis=0)
+            self.mean_.append(mu.astype(np.float32))
+            self.std_.append(np.where(sd > 1e-8, sd, 1.0).astype(np.float32))
+
+    def _tensors(self, split: Split, index: np.ndarray, device, keep=None):
+        import torch
+
+        xs = []
+        for j, m in enumerate(self.modalities_):
+            x = (np.asarray(split.features[m.name][index]) - self.mean_[j]) / self.std_[j]
+            xs.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
+        mask = np.asarray(split.mask[index])
+        if keep is not None:
+            mask = mask & np.asarray(keep, dtype=bool)[None, :]
+        return xs, torch.from_numpy(np.ascontiguousarray(mask)).to(device)
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, pool: Split, labeled: np.ndarray, seed: int, init_state: bytes | None = None) -> None:
+        import torch
+
+        if not hasattr(self, "modalities_"):
+            raise MmalError("model: call setup(modalities, n_classes) before fit")
+        labeled = np.sort(np.asarray(labeled, dtype=np.int64))
+        device = self._torch_device()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            self._normaliser(pool)
+            net = self._build().to(device)
+            if init_state is not None:
+                net.load_state_dict(torch.load(io.BytesIO(init_state), map_location=device))
+            xs, mask = self._tensors(pool, labeled, device)
+            y = torch.from_numpy(pool.labels[labeled]).to(device)
+            net.fit(xs, mask, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                    weight_decay=self.weight_decay, aux_weight=self.aux_weight,
+                    modality_dropout=self.modality_dropout)
+        net.eval()
+        self.net_ = net
+        self.seed_ = int(seed)
+
+    def state(self) -> bytes:
+        import torch
+
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.net_.state_dict().items()}, buf)
+        return buf.getvalue()
+
+    # -- inference -----------------------------------------------------------------------
+    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+        import torch
+
+        if self.net_ is None:
+            raise MmalError("model: predict called before fit")
+        want = set(want)
+        unknown = want - self.provided()
+        if unknown:
+            raise MmalError(f"model '{self.name}' cannot provide {sorted(unknown)} with its current parameters")
+        params = params or {}
+        index = np.arange(len(split)) if index is None else np.asarray(index, dtype=np.int64)
+        n, names = len(index), [m.name for m in self.modalities_]
+        M = len(names)
+        subsets = [s for r in range(1, M + 1) for s in combinations(range(M), r)] if "subset_probs" in want else []
+        T = int(params.get("mc_samples", 20)) if "mc_probs" in want else 0
+        device = next(self.net_.parameters()).device
+        out: dict[str, Any] = {}
+        if "probs" in want:
+            out["probs"] = np.empty((n, self.n_classes_), np.float32)
+        if "embeddings" in want:
+            out["embeddings"] = np.empty((n, self.hidden), np.float32)
+        if "modality_probs" in want:
+            out["modality_probs"] = {m: np.empty((n, self.n_classes_), np.float32) for m in names}
+        if "modality_embeddings" in want:
+            out["modality_embeddings"] = {m: np.empty((n, self.hidden), np.float32) for m in names}
+        if T:
+            out["mc_probs"] = np.empty((T, n, self.n_classes_), np.float32)
+        if subsets:
+            out["subset_probs"] = {tuple(names[i] for i in s): np.empty((n, self.n_classes_), np.float32) for s in subsets}
+        net = self.net_
+        mc_seed = int(params.get("mc_seed", getattr(self, "seed_", 0))) + 7919
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(mc_seed)
+            for start in range(0, n, self.eval_batch_size):
+                sl = slice(start, min(start + self.eval_batch_size, n))
+                xs, mask = self._tensors(split, index[sl], device, keep)
+                net.eval()
+                z = net.encode(xs)
+                if want & {"probs", "embeddings", "modality_probs"}:
+                    emb, logits, mod_logits = net.fuse(z, mask)
+                    if "probs" in want:
+                        out["probs"][sl] = net.probs(logits).cpu().numpy()
+                    if "embeddings" in want:
+                        out["embeddings"][sl] = emb.cpu().numpy()
+                    if "modality_probs" in want:
+                        uniform = 1.0 / self.n_classes_
+                        for j, m in enumerate(names):
+                            p = torch.softmax(mod_logits[j], dim=1)
+                            p = torch.where(mask[:, j : j + 1], p, torch.full_like(p, uniform))
+                            out["modality_probs"][m][sl] = p.cpu().numpy()
+                if "modality_embeddings" in want:
+                    for j, m in enumerate(names):
+                        out["modality_embeddings"][m][sl] = (z[j] * mask[:, j : j + 1]).cpu().numpy()
+                for s in subsets:
+                    sub = torch.zeros_like(mask)
+                    sub[:, list(s)] = True
+                    _, logits, _ = net.fuse(z, mask & sub)
+                    out["subset_probs"][tuple(names[i] for i in s)][sl] = net.probs(logits).cpu().numpy()
+                if T:
+                    net.enable_dropout()
+                    for t in range(T):
+                        _, logits, _ = net.fuse(net.encode(xs), mask)
+                        out["mc_probs"][t, sl] = net.probs(logits).cpu().numpy()
+                    net.eval()
+        return out

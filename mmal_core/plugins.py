@@ -1,0 +1,194 @@
+"""The plugin manager: entry points of group ``mmal``, name registries, honest failure reports.
+
+Plugins load once per process, on first use. A plugin that fails to import is recorded and
+shown by ``mmal list plugins``; it does not stop commands that do not need it. Two plugins
+registering the same name for the same kind is an error naming both distributions.
+
+Environment variables:
+    MMAL_PLUGINS: comma-separated entry-point or distribution names; only these load.
+    MMAL_DISABLE_PLUGINS: comma-separated names that are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import traceback
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import MmalError, UnknownNameError, did_you_mean
+
+ENTRY_POINT_GROUP = "mmal"
+
+#: kind -> hook name
+KINDS: dict[str, str] = {
+    "dataset": "mmal_register_datasets",
+    "strategy": "mmal_register_strategies",
+    "model": "mmal_register_models",
+    "encoder": "mmal_register_encoders",
+    "benchmark": "mmal_register_benchmarks",
+}
+
+PLURAL = {"dataset": "datasets", "strategy": "strategies", "model": "models", "encoder": "encoders", "benchmark": "benchmarks"}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin."""
+
+    name: str
+    dist: str
+    version: str
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Entry:
+    """One registered class (dataset, strategy, model, ...)."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    dist: str
+    version: str
+
+    @property
+    def summary(self) -> str:
+        text = getattr(self.obj, "summary", "") or ""
+        if not text:
+            doc = (getattr(self.obj, "__doc__", "") or "").strip()
+            text = doc.splitlines()[0] if doc else ""
+        return text
+
+
+def _names(env: str) -> set[str]:
+    return {s.strip() for s in os.environ.get(env, "").split(",") if s.strip()}
+
+
+class PluginManager:
+    """Wraps :class:`pluggy.PluginManager` with lazy loading and per-kind registries."""
+
+    def __init__(self, load_entry_points: bool = True):
+        self.pm = pluggy.PluginManager("mmal")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._registries: dict[str, dict[str, Entry]] = {}
+        self._loaded = not load_entry_points
+
+    # -- loading -----------------------------------------------------------------------
+    def load(self) -> None:
+        """Import every entry point of the ``mmal`` group once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        only, skip = _names("MMAL_PLUGINS"), _names("MMAL_DISABLE_PLUGINS")
+        seen: set[tuple[str, str]] = set()
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "?"
+            if (dist, ep.name) in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add((dist, ep.name))
+            if only and ep.name not in only and dist not in only:
+                continue
+            if ep.name in skip or dist in skip:
+                continue
+            try:
+                module = ep.load()
+            except Exception as err:  # a broken plugin must not break other commands
+                last = traceback.format_exception_only(type(err), err)[-1].strip()
+                self.plugins[ep.name] = PluginInfo(ep.name, dist, version, ep.value, error=last)
+                continue
+            self.register(module, name=ep.name, dist=dist, version=version)
+        if not any(info.module == "mmal_core.builtin" for info in self.plugins.values()):
+            # Running from a source tree without the package's metadata: still offer builtins.
+            from . import builtin, __version__
+
+            self.register(builtin, name="mmal-builtin", dist="mmal", version=__version__)
+
+    def register(self, plugin: ModuleType | object, name: str, dist: str = "local", version: str = "0") -> None:
+        """Register a plugin object directly (tests, notebooks, in-process extensions)."""
+        if name in self.plugins and self.plugins[name].ok:
+            raise MmalError(f"plugin '{name}' is registered twice (distributions {self.plugins[name].dist} and {dist})")
+        self.pm.register(plugin, name=name)
+        hooks = [h.name for h in self.pm.get_hookcallers(plugin) or []]
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.plugins[name] = PluginInfo(name, dist, version, module, sorted(hooks))
+        self._registries.clear()
+
+    # -- registries --------------------------------------------------------------------
+    def entries(self, kind: str) -> dict[str, Entry]:
+        """All registered classes of ``kind``, by name. Clashing names raise :class:`MmalError`."""
+        if kind not in KINDS:
+            raise MmalError(f"unknown plugin kind '{kind}'{did_you_mean(kind, KINDS)}; expected one of {', '.join(KINDS)}")
+        self.load()
+        if kind in self._registries:
+            return self._registries[kind]
+        hook = getattr(self.pm.hook, KINDS[kind])
+        registry: dict[str, Entry] = {}
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            info = self.plugins.get(impl.plugin_name)
+            dist = info.dist if info else "local"
+            version = info.version if info else "0"
+            try:
+                result = impl.function()
+            except Exception as err:
+                last = traceback.format_exception_only(type(err), err)[-1].strip()
+                raise MmalError(f"plugin '{impl.plugin_name}' ({dist}) failed in {KINDS[kind]}: {last}") from None
+            for obj in result or []:
+                name = getattr(obj, "name", None)
+                if not isinstance(name, str) or not name:
+                    raise MmalError(
+                        f"plugin '{impl.plugin_name}' ({dist}) registered a {kind} without a 'name' attribute: {obj!r}"
+                    )
+                if name in registry:
+                    other = registry[name]
+                    raise MmalError(
+                        f"{kind} name '{name}' is registered by two distributions: "
+                        f"{other.dist} (plugin '{other.plugin}') and {dist} (plugin '{impl.plugin_name}')"
+                    )
+                registry[name] = Entry(kind, name, obj, impl.plugin_name, dist, version)
+        self._registries[kind] = registry
+        return registry
+
+    def get(self, kind: str, name: str) -> Any:
+        """The class registered as ``name``; unknown names get a 'did you mean' hint."""
+        entries = self.entries(kind)
+        if name not in entries:
+            known = ", ".join(sorted(entries)) or "none installed"
+            raise UnknownNameError(f"unknown {kind} '{name}'{did_you_mean(name, entries)}; installed: {known}")
+        return entries[name].obj
+
+    def entry(self, kind: str, name: str) -> Entry:
+        self.get(kind, name)
+        return self.entries(kind)[name]
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager (created on first use)."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def reset_plugin_manager(manager: PluginManager | None = None) -> PluginManager | None:
+    """Replace the process-wide manager (tests); returns the previous one."""
+    global _manager
+    previous, _manager = _manager, manager
+    return previous

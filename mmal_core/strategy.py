@@ -1,0 +1,99 @@
+"""The query-strategy interface.
+
+A strategy is a small class: parameters in ``__init__`` (validated there, stored unchanged),
+a class attribute ``name``, the PoolView fields it needs in ``requires``, and
+:meth:`Strategy.select`. Most heuristics only need a score; subclass
+:class:`ScoreStrategy` and implement :meth:`ScoreStrategy.score`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import MmalError
+from .params import get_params
+from .view import REQUIREMENTS, PoolView
+
+
+class Strategy:
+    """Base class of query strategies.
+
+    Class attributes:
+        name: the registered name (``"margin"``); lower case, unique across plugins.
+        requires: PoolView fields the loop must compute (see :data:`mmal_core.view.REQUIREMENTS`).
+        summary: one line shown by ``mmal list strategies``.
+        multimodal: True when the strategy needs the model's unimodal heads or encoders.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    summary: ClassVar[str] = ""
+    multimodal: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.requires = frozenset(cls.requires)
+        unknown = cls.requires - REQUIREMENTS
+        if unknown:
+            raise TypeError(f"strategy {cls.__name__}: unknown requires {sorted(unknown)}")
+
+    def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        """Pick ``budget`` distinct positions into the unlabeled pool.
+
+        view: the round's :class:`PoolView` (``len(view)`` unlabeled samples).
+        budget: how many to pick, ``1 <= budget <= len(view)``.
+        rng: the only source of randomness allowed, so a seed reproduces the picks.
+        Returns: (budget,) int64 array of unique positions in ``[0, len(view))``.
+        """
+        raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as stored (recorded with every run)."""
+        return get_params(self)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def top_k(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Positions of the ``k`` largest scores, best first.
+
+    Ties are broken by a random permutation from ``rng`` (deterministic for a seed), or by
+    position when ``rng`` is None. Runs in O(n + k log k) via ``argpartition``.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = scores.shape[0]
+    if not 0 <= k <= n:
+        raise MmalError(f"budget: expected between 0 and {n} (the unlabeled pool), got {k}")
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    shuffled = scores[order]
+    if k < n:
+        part = np.argpartition(-shuffled, k - 1)[:k]
+        # argpartition may cut a tie group arbitrarily: take every element tied with the
+        # k-th value, then resolve the tie by the permuted position.
+        kth = shuffled[part].min()
+        above = np.flatnonzero(shuffled > kth)
+        tied = np.flatnonzero(shuffled == kth)
+        chosen = np.concatenate([above, tied[: k - len(above)]])
+    else:
+        chosen = np.arange(n)
+    chosen = chosen[np.lexsort((chosen, -shuffled[chosen]))]
+    return order[chosen].astype(np.int64)
+
+
+class ScoreStrategy(Strategy):
+    """A strategy that ranks samples by an informativeness score (higher is picked first)."""
+
+    def score(self, view: PoolView) -> np.ndarray:
+        """(n,) scores, higher means more worth labeling."""
+        raise NotImplementedError
+
+    def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        return top_k(self.score(view), budget, rng)
