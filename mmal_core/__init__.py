@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .cache import Encoder, RawDataset, RawSource
 from .data import Dataset, ModalitySpec, MultimodalDataset, Split
 from .errors import ConfigError, MmalError, UnknownNameError
 from .hookspecs import hookimpl
@@ -44,10 +45,13 @@ __all__ = [
     "__version__",
     "ConfigError",
     "Dataset",
+    "Encoder",
     "MmalError",
     "ModalitySpec",
     "MultimodalDataset",
     "PoolView",
+    "RawDataset",
+    "RawSource",
     "REQUIREMENTS",
     "ScoreStrategy",
     "Split",

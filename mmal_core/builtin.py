@@ -1,4 +1,5 @@
-"""The models that ship with mmal_core, registered through the same hook a third party uses."""
+"""The models and canonical benchmarks that ship with mmal_core, registered through the same
+hooks a third party uses."""
 
 from __future__ import annotations
 
@@ -10,3 +11,10 @@ def mmal_register_models():
     from .model import FusionMLP
 
     return [FusionMLP]
+
+
+@hookimpl
+def mmal_register_benchmarks():
+    from .benchmarks import canonical_suite
+
+    return canonical_suite()

@@ -17,6 +17,7 @@ A config file::
       stratified: false             # initial set with the same count per class
     strategies: [random, margin, {name: entropy, params: {}}]
     seeds: [0, 1, 2]                # or a count: 3 -> [0, 1, 2]
+    metrics: {utilization: auto}    # optional: Shapley/ablation/probe metrics (auto|true|false)
 
 Unknown keys are errors.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -107,6 +108,25 @@ class BudgetSpec(_Strict):
         return self.initial + sum(self.schedule)
 
 
+class MetricsSpec(_Strict):
+    """Optional per-round metrics.
+
+    utilization: modality-utilization metrics (exact Shapley values, ablations, unimodal
+    heads, linear probes; see :mod:`mmal_core.utilization`). ``auto`` (default) computes
+    them when the dataset has at most 8 modalities, ``true`` requires them (a dataset with
+    more modalities is an error before the run starts), ``false`` skips them.
+    """
+
+    utilization: Literal["auto"] | bool = "auto"
+
+    def enabled(self, n_modalities: int) -> bool:
+        from .utilization import MAX_SHAPLEY_MODALITIES
+
+        if self.utilization == "auto":
+            return n_modalities <= MAX_SHAPLEY_MODALITIES
+        return bool(self.utilization)
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -115,6 +135,7 @@ class ExperimentConfig(_Strict):
     budget: BudgetSpec
     strategies: list[PluginSpec] = Field(min_length=1)
     seeds: list[int]
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
 
     @field_validator("dataset", mode="before")
     @classmethod

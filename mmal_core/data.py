@@ -49,7 +49,12 @@ class Split:
         ids: np.ndarray | None = None,
         difficulty: np.ndarray | None = None,
     ):
-        self.features = {m: np.ascontiguousarray(x, dtype=np.float32) for m, x in features.items()}
+        # Lazily read features (``getattr(x, 'lazy', False)``, e.g. rows of an HDF5 cache, see
+        # mmal_core.cache.LazyFeatures) stay on disk; everything else becomes float32 in memory.
+        self.features = {
+            m: x if getattr(x, "lazy", False) else np.ascontiguousarray(x, dtype=np.float32)
+            for m, x in features.items()
+        }
         self.modalities = list(self.features)
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         n = len(self.labels)
@@ -80,7 +85,9 @@ class Split:
         h = hashlib.sha256()
         for m in self.modalities:
             h.update(m.encode())
-            h.update(np.ascontiguousarray(self.features[m]).tobytes())
+            x = self.features[m]
+            for start in range(0, len(x), 65536):  # in blocks, so lazy features stream
+                h.update(np.ascontiguousarray(x[start : start + 65536], dtype=np.float32).tobytes())
         for a in (self.mask, self.labels, self.ids):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
@@ -141,6 +148,8 @@ class MultimodalDataset:
                 present = split.mask[:, j]
                 if not present.any():
                     raise MmalError(f"{where}, modality '{spec.name}': the modality is missing in every sample")
+                if getattr(x, "lazy", False):
+                    continue  # checked (finite, missing rows zeroed) when the cache was written
                 bad = ~np.isfinite(x[present]).all(axis=1)
                 if bad.any():
                     first = int(split.ids[np.flatnonzero(present)[np.flatnonzero(bad)[0]]])

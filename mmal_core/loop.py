@@ -29,13 +29,14 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__, load_dataset
-from .config import BudgetSpec, ExperimentConfig, ModelSpec, PluginSpec, content_hash
+from .config import BudgetSpec, ExperimentConfig, MetricsSpec, ModelSpec, PluginSpec, content_hash
 from .data import MultimodalDataset
 from .errors import MmalError
 from .metrics import aubc, evaluate
 from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
+from .utilization import check_modality_count, query_metrics, utilization
 from .view import PoolView
 
 _STREAM_INITIAL, _STREAM_MODEL, _STREAM_STRATEGY = 101, 202, 303
@@ -55,15 +56,19 @@ class RunSpec:
     seed: int
     model: ModelSpec
     budget: BudgetSpec
+    metrics: MetricsSpec = MetricsSpec()
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "dataset": self.dataset.canonical(),
             "strategy": self.strategy.canonical(),
             "seed": self.seed,
             "model": self.model.canonical(),
             "budget": self.budget.model_dump(),
         }
+        if self.metrics != MetricsSpec():  # only when set, so run keys of default configs stay stable
+            out["metrics"] = self.metrics.model_dump()
+        return out
 
     @property
     def key(self) -> str:
@@ -127,7 +132,7 @@ def environment() -> dict[str, Any]:
 def run_specs(config: ExperimentConfig) -> list[RunSpec]:
     """The runs of an experiment, in execution order (dataset, seed, strategy)."""
     return [
-        RunSpec(d, s, seed, config.model, config.budget)
+        RunSpec(d, s, seed, config.model, config.budget, config.metrics)
         for d in config.dataset
         for seed in config.seeds
         for s in config.strategies
@@ -160,7 +165,8 @@ def validate_experiment(config: ExperimentConfig, source: str = "config") -> Non
             strategy = build_strategy(spec)
         except MmalError as err:
             raise MmalError(f"{source}: strategies[{i}]: {err}") from None
-        missing = set(strategy.requires) - set(provided)
+        # labeled_* fields are the same model outputs computed on the labeled rows
+        missing = {r for r in strategy.requires if r.removeprefix("labeled_") not in provided}
         if missing:
             raise MmalError(
                 f"{source}: strategies[{i}]: strategy '{spec.name}' needs {sorted(missing)} but model "
@@ -174,6 +180,8 @@ def validate_experiment(config: ExperimentConfig, source: str = "config") -> Non
         except MmalError as err:
             raise MmalError(f"{source}: dataset[{i}]: {err}") from None
         check_budget(config.budget, dataset, f"{source}: budget")
+        if config.metrics.utilization is True:
+            check_modality_count(len(dataset.modalities), f"{source}: metrics.utilization: dataset[{i}]")
 
 
 def check_budget(budget: BudgetSpec, dataset: MultimodalDataset, where: str) -> None:
@@ -233,6 +241,31 @@ class _DatasetCache:
         if key != self.key:
             self.key, self.value = key, load_dataset(spec.name, seed=seed, **spec.params)
         return self.value
+
+
+def train_round_model(model_spec: ModelSpec, dataset: MultimodalDataset, labeled: np.ndarray, seed: int,
+                      rnd: int, init_state: bytes | None = None):
+    """Build and train the round-``rnd`` model of a run on pool positions ``labeled``.
+
+    This is the single place that decides a round's model: the loop and any replay
+    (verification of submitted results) call it, so both train exactly the same network.
+    """
+    model = build_model(model_spec)
+    model.setup(dataset.modalities, dataset.n_classes)
+    model.fit(dataset.train, np.sort(np.asarray(labeled, dtype=np.int64)),
+              seed=derive_seed(seed, _STREAM_MODEL, rnd), init_state=init_state)
+    return model
+
+
+def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
+                  options: MetricsSpec | None = None) -> dict[str, Any]:
+    """The metrics recorded for a round: test accuracy, macro-F1, per-modality accuracy and,
+    unless ``options`` turn them off, the modality-utilization metrics of
+    :func:`mmal_core.utilization.utilization` (Shapley values, ablations, heads, probes)."""
+    metrics = evaluate(model, dataset)
+    if (options or MetricsSpec()).enabled(len(dataset.modalities)):
+        metrics.update(utilization(model, dataset, labeled))
+    return metrics
 
 
 def execute_run(
@@ -296,13 +329,11 @@ def execute_run(
         labeled = np.flatnonzero(is_labeled)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        model = build_model(spec.model)
-        model.setup(dataset.modalities, dataset.n_classes)
-        model.fit(pool, labeled, seed=derive_seed(spec.seed, _STREAM_MODEL, rnd), init_state=state)
+        model = train_round_model(spec.model, dataset, labeled, spec.seed, rnd, init_state=state)
         timings["train"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        metrics = evaluate(model, dataset)
+        metrics = round_metrics(model, dataset, labeled, spec.metrics)
         timings["evaluate"] = time.perf_counter() - t0
 
         queried: list[int] = []
@@ -321,6 +352,7 @@ def execute_run(
             timings["select"] = time.perf_counter() - t0
             chosen = unlabeled[picks]
             queried = pool.ids[chosen].tolist()
+            metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
         if spec.model.warm_start:
             state = model.state()
         record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, state if spec.model.warm_start else None)
@@ -352,12 +384,19 @@ def run_experiment(
     db_path: str,
     callbacks: Callbacks | None = None,
     source: str = "config",
+    executor: Any = None,
 ) -> list[RunOutcome]:
-    """Validate, then run or resume every run of ``config`` into the database at ``db_path``."""
+    """Validate, then run or resume every run of ``config`` into the database at ``db_path``.
+
+    executor: an :class:`mmal_core.executors.Executor` that spreads the runs over processes
+    or a Ray cluster; None runs them one after the other in this process.
+    """
     validate_experiment(config, source)
     env = environment()
     with Store(db_path) as store:
         experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)
+        if executor is not None:
+            return executor.run(run_specs(config), store, experiment_id, callbacks)
         datasets = _DatasetCache()
         outcomes = []
         for spec in run_specs(config):

@@ -85,6 +85,8 @@ class FusionMLP(Model):
         hidden: width of encoders and of the fused embedding.
         dropout: dropout probability after every hidden layer (also used by MC dropout).
         epochs, batch_size, lr, weight_decay: Adam training settings.
+        min_steps: at least this many optimiser steps, however small the labeled set (with
+            20 labels, 40 epochs would otherwise be only 40 steps).
         aux_weight: weight of the unimodal heads' loss (0 trains them detached from nothing:
             they still learn, but do not shape the encoders).
         unimodal_heads: False removes the auxiliary heads (multimodal strategies then refuse
@@ -108,6 +110,7 @@ class FusionMLP(Model):
         dropout: float = 0.1,
         epochs: int = 40,
         batch_size: int = 64,
+        min_steps: int = 100,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         aux_weight: float = 1.0,
@@ -121,6 +124,7 @@ class FusionMLP(Model):
         self.dropout = check_float("dropout", dropout, 0.0, 0.95)
         self.epochs = check_int("epochs", epochs, 1)
         self.batch_size = check_int("batch_size", batch_size, 1)
+        self.min_steps = check_int("min_steps", min_steps, 0)
         self.lr = check_float("lr", lr, 0.0, open_min=True)
         self.weight_decay = check_float("weight_decay", weight_decay, 0.0)
         self.aux_weight = check_float("aux_weight", aux_weight, 0.0)
@@ -204,7 +208,9 @@ class FusionMLP(Model):
                 net.load_state_dict(torch.load(io.BytesIO(init_state), map_location=device))
             xs, mask = self._tensors(pool, labeled, device)
             y = torch.from_numpy(pool.labels[labeled]).to(device)
-            net.fit(xs, mask, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+            batches = -(-len(labeled) // self.batch_size)
+            epochs = max(self.epochs, -(-self.min_steps // batches))
+            net.fit(xs, mask, y, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                     weight_decay=self.weight_decay, aux_weight=self.aux_weight,
                     modality_dropout=self.modality_dropout)
         net.eval()

@@ -35,6 +35,26 @@ def learning_curves(store: Store, experiment_id: int, metric: str):
     return curves, names
 
 
+def curve_table(experiment: str, experiment_id: int, metric: str, curves) -> Table:
+    """A rich table of learning curves (mean ± std over seeds per labeled count, and AUBC)."""
+    counts = sorted({n for c in curves.values() for n in c})
+    table = Table(title=f"{experiment} (#{experiment_id}): {metric}, mean ± std over seeds, by number of labels")
+    table.add_column("dataset")
+    table.add_column("strategy", style="bold")
+    for n in counts:
+        table.add_column(str(n), justify="right")
+    table.add_column("AUBC", justify="right")
+    for (dataset, strategy), curve in sorted(curves.items()):
+        cells = []
+        for n in counts:
+            v = curve.get(n)
+            cells.append(f"{fmt(float(np.mean(v)))}±{fmt(float(np.std(v)), 2)}" if v else "-")
+        xs = [n for n in counts if n in curve]
+        area = aubc(xs, [float(np.mean(curve[n])) for n in xs])
+        table.add_row(dataset, strategy, *cells, fmt(area))
+    return table
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file + rename: never half-written."""
     path = Path(path)
@@ -99,32 +119,22 @@ def register(app: typer.Typer) -> None:
     def show(
         db: str = typer.Option(None, "--db", help="Results database. Default: ./mmal-results.db or $MMAL_DB."),
         experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Experiment name or id (default: newest)."),
-        metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric path, e.g. accuracy, macro_f1, modality_accuracy.m0, timings.train."),
+        metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric path, e.g. accuracy, macro_f1, modality_accuracy.m0, shapley_accuracy (one table per modality), query.difficulty, timings.train."),
     ) -> None:
         """Learning curves as a table: mean ± std of a metric over seeds at each labeled count."""
         with Store(db or default_db(), readonly=True) as store:
             eid = store.resolve_experiment(experiment)
             exp = store.experiment_row(eid)
             curves, names = learning_curves(store, eid, metric)
-        if not curves:
+            # A group of metrics (``shapley_accuracy``): one table per member (``.m0``, ``.m1``).
+            members = [] if curves else sorted({n[len(metric) + 1:].split(".")[0] for n in names if n.startswith(metric + ".")})
+            groups = [(f"{metric}.{m}", learning_curves(store, eid, f"{metric}.{m}")[0]) for m in members]
+        groups = [(path, c) for path, c in groups if c]
+        if not curves and not groups:
             hint = did_you_mean(metric, names)
             raise MmalError(f"--metric {metric}: no such metric in experiment '{exp['name']}'{hint}; available: {', '.join(sorted(names))}")
-        counts = sorted({n for c in curves.values() for n in c})
-        table = Table(title=f"{exp['name']} (#{eid}): {metric}, mean ± std over seeds, by number of labels")
-        table.add_column("dataset")
-        table.add_column("strategy", style="bold")
-        for n in counts:
-            table.add_column(str(n), justify="right")
-        table.add_column("AUBC", justify="right")
-        for (dataset, strategy), curve in sorted(curves.items()):
-            cells = []
-            for n in counts:
-                v = curve.get(n)
-                cells.append(f"{fmt(float(np.mean(v)))}±{fmt(float(np.std(v)), 2)}" if v else "-")
-            xs = [n for n in counts if n in curve]
-            area = aubc(xs, [float(np.mean(curve[n])) for n in xs])
-            table.add_row(dataset, strategy, *cells, fmt(area))
-        console.print(table)
+        for path, c in groups or [(metric, curves)]:
+            console.print(curve_table(exp["name"], eid, path, c))
 
     @app.command()
     def export(

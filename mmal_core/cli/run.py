@@ -16,19 +16,35 @@ from .common import console, default_db, fmt
 
 
 class _ProgressCallbacks:
+    """One bar for the runs, one bar per run in progress (several when runs execute in parallel)."""
+
     def __init__(self, progress: Progress, n_runs: int):
         self.progress = progress
         self.runs = progress.add_task("runs", total=n_runs)
-        self.rounds = progress.add_task("rounds", total=1)
+        self.active: dict[str, int] = {}
+        self.failures: list[str] = []
 
     def run_started(self, spec, total_rounds, done_rounds):
-        self.progress.update(self.rounds, description=spec.label, total=total_rounds, completed=done_rounds)
+        task = self.active.get(spec.key)
+        if task is None:
+            self.active[spec.key] = self.progress.add_task(spec.label, total=total_rounds, completed=done_rounds)
+        else:
+            self.progress.update(task, total=total_rounds, completed=done_rounds)
 
     def round_finished(self, spec, record):
-        self.progress.advance(self.rounds)
+        if spec.key in self.active:
+            self.progress.advance(self.active[spec.key])
+
+    def run_failed(self, spec, attempt, reason, will_retry):
+        then = "retrying" if will_retry else "giving up"
+        self.failures.append(f"{spec.label}: attempt {attempt} failed ({reason}); {then}")
+        self.progress.console.print(f"[yellow]{self.failures[-1]}[/]", highlight=False)
 
     def run_finished(self, outcome):
         self.progress.advance(self.runs)
+        task = self.active.pop(outcome.spec.key, None)
+        if task is not None:
+            self.progress.remove_task(task)
 
 
 def load_demo_config():
@@ -43,8 +59,14 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Optional[Path] = typer.Argument(None, help="Experiment YAML. Without it, the embedded demo runs."),
         db: str = typer.Option(None, "--db", help="Results database (SQLite file). Default: ./mmal-results.db or $MMAL_DB."),
+        executor: str = typer.Option("local", "--executor", help="Where runs execute: local (processes on this machine) or ray."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Runs at a time. local: processes (default: CPU cores; 1 runs in this process); ray: tasks in flight (default: cluster CPUs)."),
+        address: Optional[str] = typer.Option(None, "--address", help="ray: address of an existing cluster (default: start a local one on 127.0.0.1)."),
+        retries: int = typer.Option(1, "--retries", help="Times a run whose worker died or raised is started again (its finished rounds are kept)."),
+        gpu_fraction: Optional[float] = typer.Option(None, "--gpu-fraction", help="ray: GPUs reserved per run (default: 0.25 on a cluster with GPUs, else 0)."),
     ) -> None:
         """Run every (dataset, strategy, seed) of CONFIG; re-running resumes where it stopped."""
+        from ..executors import make_executor
         from ..loop import run_experiment, run_specs, summarize, validate_experiment
         from ..store import check_writable
 
@@ -54,18 +76,20 @@ def register(app: typer.Typer) -> None:
         else:
             cfg, source = load_config(config), str(config)
         check_writable(db)
+        runner = make_executor(executor, workers, address, retries, gpu_fraction)
         validate_experiment(cfg, source)
         specs = run_specs(cfg)
-        console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs) -> {db}")
+        console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe()}) -> {db}")
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         ) as progress:
-            outcomes = run_experiment(cfg, db, _ProgressCallbacks(progress, len(specs)), source)
+            callbacks = _ProgressCallbacks(progress, len(specs))
+            outcomes = run_experiment(cfg, db, callbacks, source, executor=runner)
         table = Table(title=f"{cfg.name}: final accuracy and AUBC (mean ± std over seeds)")
         for col in ("dataset", "strategy", "seeds", "final accuracy", "AUBC", "seconds"):
             table.add_column(col, justify="left" if col in ("dataset", "strategy") else "right")
-        for row in summarize(outcomes):
+        for row in summarize([o for o in outcomes if o.status == "finished"]):
             table.add_row(
                 row["dataset"], row["strategy"], str(row["seeds"]),
                 f"{fmt(row['final_accuracy'])} ± {fmt(row['final_accuracy_std'])}",
@@ -73,5 +97,10 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
         failed = [o for o in outcomes if o.status != "finished"]
+        retried = len(callbacks.failures) - len(failed)
+        if retried > 0:
+            console.print(f"{retried} failed attempt(s) were retried; every finished round was kept")
+        for o in failed:
+            console.print(f"[red]failed:[/] {o.spec.label}: {o.error} ({o.resumed_rounds} round(s) kept)", highlight=False)
         if failed:
             raise MmalError(f"{len(failed)} run(s) did not finish; run the same command again to resume")

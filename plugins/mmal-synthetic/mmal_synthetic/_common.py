@@ -15,7 +15,6 @@ centres and the test set does not depend on the size of the pool.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -175,23 +174,39 @@ class ClassLatent:
 
 
 # -- modality maps ------------------------------------------------------------------------
+def orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A random ``(rows, cols)`` matrix with orthonormal rows or columns (whichever fit)."""
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q = q * np.sign(np.diag(r))
+    return q if rows >= cols else q.T
+
+
 class ModalityMap:
     """A fixed random map from the latent space to one modality's ``dim`` features.
 
-    ``kind="linear"``: a Gaussian random matrix. ``kind="nonlinear"``: a two-layer random
-    network ``tanh(W2 sin(W1 z + b1) + b2)`` whose first layer oscillates several times across
-    the distance between class centres, so classes that are linearly separable in the latent
-    space are folded into shapes a linear probe cannot separate but a small MLP can.
+    ``kind="linear"``: ``z @ W`` with ``W`` a random orthonormal embedding (an isometry into
+    the features when ``dim >= latent_dim``, a projection onto a random ``dim``-dimensional
+    subspace otherwise).
+
+    ``kind="nonlinear"``: a random two-layer network. The first layer twists the latent
+    around the mean of the class centres: in a random orthonormal basis, every pair of
+    coordinates is rotated by the angle ``TWIST * ||z - mu||`` (a ``cos``/``sin`` layer);
+    the second layer is ``tanh(GAIN * u @ W + b)``. The twist is invertible (it keeps the
+    distance to ``mu``), so no label information is lost, but every class, which is a blob
+    in the latent space, becomes a curved arm wound around the others: a linear probe
+    separates the classes much worse than a small MLP. (A plain random ``sin``/``tanh``
+    network does not do this: it either stays nearly linear or folds the within-class noise
+    onto itself and destroys the label for every probe alike.)
 
     The output is standardised (zero mean, unit variance per feature) with statistics of a
     reference sample drawn once from ``latent`` with balanced groups, so the signal power
     of every modality is 1 per feature whatever its kind and dimension.
     """
 
-    #: typical frequency of the first layer (radians per latent unit along a random direction)
-    FREQUENCY = 1.0
-    #: hidden width of the nonlinear map, as a multiple of the output dimension (at least 32)
-    HIDDEN = 4
+    #: twist of the nonlinear map, radians per latent unit of distance from the centre
+    TWIST = 1.5
+    #: gain of the tanh layer of the nonlinear map (small: mildly saturating)
+    GAIN = 0.5
 
     def __init__(
         self,
@@ -203,13 +218,13 @@ class ModalityMap:
         self.kind = kind
         k = latent.latent_dim
         if kind == "linear":
-            self.w = rng.standard_normal((k, dim)) / math.sqrt(k)
+            self.w = orthonormal(rng, k, dim)
         elif kind == "nonlinear":
-            hidden = max(32, self.HIDDEN * dim)
-            self.w1 = rng.standard_normal((k, hidden)) * (self.FREQUENCY / math.sqrt(k))
-            self.b1 = rng.uniform(-math.pi, math.pi, size=hidden)
-            self.w2 = rng.standard_normal((hidden, dim)) / math.sqrt(hidden / 2.0)
-            self.b2 = 0.5 * rng.standard_normal(dim)
+            q, r = np.linalg.qr(rng.standard_normal((k, k)))
+            self.basis = q * np.sign(np.diag(r))
+            self.center = latent.centers.reshape(-1, k).mean(axis=0)
+            self.w = orthonormal(rng, k, dim)
+            self.b = 0.5 * rng.standard_normal(dim)
         else:  # pragma: no cover - callers validate the kind
             raise ValueError(kind)
         groups = np.arange(_REFERENCE_SIZE) % latent.n_groups
@@ -221,7 +236,14 @@ class ModalityMap:
     def _raw(self, z: np.ndarray) -> np.ndarray:
         if self.kind == "linear":
             return z @ self.w
-        return np.tanh(np.sin(z @ self.w1 + self.b1) @ self.w2 + self.b2)
+        u = (z - self.center) @ self.basis
+        angle = self.TWIST * np.linalg.norm(u, axis=1, keepdims=True)
+        cos, sin = np.cos(angle), np.sin(angle)
+        twisted = u.copy()
+        even, odd = u[:, 0:-1:2], u[:, 1::2]  # pairs (0, 1), (2, 3), ...; an odd last coordinate stays
+        twisted[:, 0:-1:2] = cos * even - sin * odd
+        twisted[:, 1::2] = sin * even + cos * odd
+        return np.tanh(self.GAIN * (twisted @ self.w) + self.b)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return (self._raw(z) - self.mean) / self.std

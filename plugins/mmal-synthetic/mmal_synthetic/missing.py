@@ -107,17 +107,27 @@ class SyntheticMissing(Dataset):
             i.e. ``[0.0, 0.5]`` with two).
         mechanism: ``"mcar"`` or ``"class"`` (``"mcar"``).
         apply_to: ``"pool"``, ``"test"`` or ``"both"`` (``"both"``).
-        noise: standard deviation of the per-feature modality noise, >= 0 (2.0).
+        noise: standard deviation of the per-feature modality noise, >= 0 (1.0).
         latent_dim: dimension of the latent space (8).
         separation: distance of the class centres from the origin (3.5).
         modality_names: names of the modalities (``None``: ``"m0"``, ``"m1"``, ...).
 
-    Accuracy with the defaults (measured on the test split over seeds 0-2, probes trained
-    on the full pool; logistic regression / MLP with one hidden layer of 128 units; a
-    modality "alone" uses its zero-filled features, so missing samples are guessed;
-    "both" uses both modalities and the mask): m0 alone ≈ 0.xx / 0.xx, m1 alone ≈
-    0.xx / 0.xx (≈ 0.xx on the samples where m1 is present), both ≈ 0.xx / 0.xx. Without
-    missingness (``missing_rate=0``) m1 alone ≈ 0.xx and both ≈ 0.xx.
+    Accuracy on the test split (mean over seeds 0, 1, 2; probes trained on the full pool of
+    4000: logistic regression / MLP with one hidden layer of 128 units; chance is 0.25). A
+    modality "alone" is its zero-filled features, so samples missing it are guessed; "both"
+    is both modalities plus the mask:
+
+    ===========================  ===============  ===============  ===============
+    parameters                   m0 alone         m1 alone         both
+    ===========================  ===============  ===============  ===============
+    defaults (MCAR, [0, 0.5])    0.89 / 0.88      0.56 / 0.56      0.91 / 0.91
+    ``missing_rate=0``           0.89 / 0.88      0.88 / 0.88      0.93 / 0.93
+    ``mechanism="class"``        0.89 / 0.88      0.70 / 0.70      0.94 / 0.93
+    ===========================  ===============  ===============  ===============
+
+    On the samples where it is present, m1 alone reaches 0.89 / 0.88 (MCAR). With
+    ``mechanism="class"`` the mask of m1 alone already predicts the class with 0.50
+    accuracy: that is the leak the mechanism is meant to create.
     """
 
     name = "synthetic-missing"
@@ -134,7 +144,7 @@ class SyntheticMissing(Dataset):
         missing_rate: float | list[float] | None = None,
         mechanism: str = "mcar",
         apply_to: str = "both",
-        noise: float = 2.0,
+        noise: float = 1.0,
         latent_dim: int = 8,
         separation: float = 3.5,
         modality_names: list[str] | None = None,

@@ -1,0 +1,1 @@
+"""A template mmal plugin: copy this folder to start your own strategy distribution."""

@@ -1,0 +1,803 @@
+"""The HDF5 pool-feature cache: raw items go through frozen encoders once, runs read vectors.
+
+A *raw* dataset (:class:`RawDataset`) declares its modalities and a default encoder for
+each; its items (images, sounds, texts) are encoded once and written to one HDF5 file per
+(dataset, version, source, encoder fingerprints). Later runs open that file and never
+re-encode. Layout of a cache file::
+
+    /ids                (n,) int64      sample ids, stable across builds
+    /labels             (n,) int64
+    /split              (n,) uint8      0 = train (pool), 1 = test; train rows come first
+    /mask               (n, M) bool     True where the modality is present
+    /features/<m>       (n, d_m) float32, chunked, compressed, Fletcher-32 checksummed
+    attributes          format, key, dataset, dataset_version, params, source_key,
+                        source_hash, modalities, encoders (name/version/fingerprint per
+                        modality), class_names, skipped, mmal_version, created, complete
+
+Writing is atomic (a temporary file in the same folder, renamed at the end) and guarded by a
+file lock, so two processes asking for the same cache at once produce one good file. A file
+that cannot be opened, lacks ``complete``, fails a checksum, or was built for another
+request raises :class:`MmalError` with a rebuild hint; it is never silently used.
+
+The cache folder is ``$MMAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmal``, else
+``~/.cache/mmal``; the CLI's ``--cache-dir`` overrides both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .data import Dataset
+from .errors import MmalError
+
+FORMAT_VERSION = 1
+ENV_CACHE_DIR = "MMAL_CACHE_DIR"
+SUFFIX = ".h5"
+#: Rows per HDF5 chunk are chosen so that one chunk holds about this many bytes.
+CHUNK_BYTES = 1 << 20
+
+
+# -- location -------------------------------------------------------------------------------
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``override``, else ``$MMAL_CACHE_DIR``, ``$XDG_CACHE_HOME/mmal``, ``~/.cache/mmal``."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "mmal"
+
+
+def _rebuild_hint(path: Path, dataset: str | None = None) -> str:
+    what = dataset or "DATASET"
+    return f"delete it with `mmal cache rm {path}` and rebuild with `mmal cache build {what}`"
+
+
+# -- encoders ---------------------------------------------------------------------------------
+class Encoder:
+    """Base class of frozen encoders (registered with the ``mmal_register_encoders`` hook).
+
+    An encoder turns a batch of raw items of one kind into fixed-size vectors. Subclasses set
+    ``name``, ``version``, ``summary`` and ``kind`` (the raw items they accept: ``"vector"``,
+    ``"image"``, ``"audio"``, ``"text"``), take their parameters as keyword arguments of
+    ``__init__`` (stored unchanged), import heavy packages only inside :meth:`encode` or
+    :meth:`weights_fingerprint`, and implement :meth:`encode`.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    kind: ClassVar[str] = "vector"
+    #: Items per call to :meth:`encode` when the cache builds.
+    batch_size: ClassVar[int] = 64
+
+    def encode(self, items: Sequence[Any]) -> np.ndarray:
+        """Encode ``items`` (a list of raw items, none of them ``None``) -> (len(items), d) float32."""
+        raise NotImplementedError
+
+    def weights_fingerprint(self) -> str:
+        """A short hash of the weights (or of whatever fixes the output); ``"none"`` if nothing."""
+        return "none"
+
+    def get_params(self) -> dict[str, Any]:
+        from .params import get_params
+
+        return get_params(self)
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the vectors this encoder produces: name, version, params, fingerprint."""
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "params": {k: v for k, v in sorted(self.get_params().items())},
+            "fingerprint": self.weights_fingerprint(),
+        }
+
+
+def file_fingerprint(*paths: str | os.PathLike) -> str:
+    """SHA-256 (first 16 hex digits) of the bytes of ``paths``, memoised per (path, size, mtime)."""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        digest = _FILE_HASHES.get(key)
+        if digest is None:
+            fh = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    fh.update(block)
+            digest = _FILE_HASHES[key] = fh.hexdigest()
+        h.update(digest.encode())
+    return h.hexdigest()[:16]
+
+
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+def parse_encoder_spec(value: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``{"name": ..., "params": {...}}`` -> (name, params)."""
+    if isinstance(value, str) and value:
+        return value, {}
+    if isinstance(value, dict) and isinstance(value.get("name"), str) and set(value) <= {"name", "params"}:
+        params = value.get("params") or {}
+        if not isinstance(params, dict):
+            raise MmalError(f"{where}: encoder params must be a mapping, got {params!r}")
+        return value["name"], dict(params)
+    raise MmalError(f"{where}: expected an encoder name or {{name: ..., params: {{...}}}}, got {value!r}")
+
+
+def make_encoder(name: str, params: dict[str, Any] | None = None, where: str = "encoder") -> Encoder:
+    """Instantiate the registered encoder ``name`` with ``params``."""
+    from .params import construct
+    from .plugins import get_plugin_manager
+
+    cls = get_plugin_manager().get("encoder", name)
+    return construct(cls, dict(params or {}), f"{where} '{name}'")
+
+
+# -- raw sources --------------------------------------------------------------------------------
+@dataclass
+class RawSource:
+    """Everything a raw dataset hands to the cache builder.
+
+    ids: (n,) int64 sample ids (unique, stable across builds).
+    labels: (n,) int64 class indices.
+    split: (n,) uint8, 0 = train (the pool), 1 = test.
+    items: dict modality -> sequence of n raw items (``None`` where the modality is missing).
+        Items are fetched one at a time, in order, so a sequence may load them lazily.
+    class_names: the names of the classes, index = label.
+    source_hash: a hash of the raw content (recorded in the cache for provenance).
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    items: dict[str, Sequence[Any]]
+    class_names: list[str]
+    source_hash: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CacheRequest:
+    """What a cache file must have been built for. ``key`` names the file."""
+
+    dataset: str
+    dataset_version: str
+    params: dict[str, Any]
+    source_key: str
+    modalities: list[str]
+    encoders: dict[str, dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(
+            [FORMAT_VERSION, self.dataset, self.dataset_version, self.params, self.source_key, self.modalities, self.encoders],
+            sort_keys=True, separators=(",", ":"), default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def filename(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.dataset)
+        return f"{safe}-{self.key}{SUFFIX}"
+
+
+# -- writing ----------------------------------------------------------------------------------
+def _chunk_rows(dim: int, n: int) -> int:
+    return int(max(1, min(n, CHUNK_BYTES // max(1, 4 * dim))))
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path) -> Iterator[Any]:
+    """Open a temporary HDF5 file next to ``path``; rename it to ``path`` only on success.
+
+    On any error (a full disk included) the temporary file is removed and nothing is left at
+    ``path``; an ``OSError`` becomes a one-line :class:`MmalError`.
+    """
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a cache is an ordinary file
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError) and not isinstance(err, MmalError):
+            reason = "the disk is full" if getattr(err, "errno", None) == errno.ENOSPC else f"{type(err).__name__}: {err}"
+            raise MmalError(f"cache {path}: writing failed ({reason}); nothing was kept, free space or set {ENV_CACHE_DIR} and retry") from None
+        raise
+
+
+def write_cache(
+    path: Path,
+    request: CacheRequest,
+    source: RawSource,
+    encoders: dict[str, Encoder],
+    progress: Callable[[str, int], None] | None = None,
+    compression: str | None = "gzip",
+) -> Path:
+    """Encode every modality of ``source`` and write the cache file ``path`` atomically.
+
+    progress: called as ``progress(modality, n_items_done_in_this_call)`` after each batch.
+    Items that are ``None``, or that an encoder rejects with ``ValueError``/``OSError``, are
+    stored as missing (mask False) and counted in the ``skipped`` attribute.
+    """
+    n = len(source.labels)
+    order = np.argsort(np.asarray(source.split, dtype=np.uint8), kind="stable")  # train rows first
+    mods = request.modalities
+    mask = np.zeros((n, len(mods)), dtype=bool)
+    skipped: dict[str, int] = {}
+    with atomic_h5(path) as h5:
+        h5.create_dataset("ids", data=np.asarray(source.ids, dtype=np.int64)[order])
+        h5.create_dataset("labels", data=np.asarray(source.labels, dtype=np.int64)[order])
+        h5.create_dataset("split", data=np.asarray(source.split, dtype=np.uint8)[order])
+        group = h5.create_group("features")
+        for j, m in enumerate(mods):
+            encoder, items = encoders[m], source.items[m]
+            dset = None
+            skipped[m] = 0
+            for start in range(0, n, max(1, int(encoder.batch_size))):
+                rows = order[start : start + int(encoder.batch_size)]
+                batch, where = [], []
+                for k, row in enumerate(rows):
+                    try:
+                        item = items[int(row)]
+                    except (OSError, ValueError) as err:  # unreadable file: count it, keep going
+                        item = None
+                        source.info.setdefault("unreadable", []).append(f"{m}[{int(row)}]: {err}")
+                    if item is None:
+                        continue
+                    batch.append(item)
+                    where.append(k)
+                vectors = _encode_batch(encoder, batch, m) if batch else None
+                if dset is None:
+                    if vectors is None:
+                        vectors = _probe_dim(encoder, items, order, m)
+                        batch, where = [], []
+                    dim = int(vectors.shape[1])
+                    dset = group.create_dataset(
+                        m, shape=(n, dim), dtype="float32", chunks=(_chunk_rows(dim, n), dim),
+                        compression=compression, shuffle=compression is not None, fletcher32=True,
+                        fillvalue=0.0,
+                    )
+                block = np.zeros((len(rows), dset.shape[1]), dtype=np.float32)
+                if where and vectors.shape[1] != dset.shape[1]:
+                    raise MmalError(
+                        f"encoder '{encoder.name}' (modality '{m}') returned {vectors.shape[1]} values per item "
+                        f"after {dset.shape[1]} in an earlier batch"
+                    )
+                if where:
+                    block[where] = vectors
+                    mask[start + np.asarray(where), j] = True
+                skipped[m] += len(rows) - len(where)
+                dset[start : start + len(rows)] = block
+                if progress is not None:
+                    progress(m, len(rows))
+        h5.create_dataset("mask", data=mask)
+        attrs = h5.attrs
+        attrs["format"] = FORMAT_VERSION
+        attrs["key"] = request.key
+        attrs["dataset"] = request.dataset
+        attrs["dataset_version"] = request.dataset_version
+        attrs["params"] = json.dumps(request.params, sort_keys=True, default=str)
+        attrs["source_key"] = request.source_key
+        attrs["source_hash"] = source.source_hash
+        attrs["modalities"] = json.dumps(mods)
+        attrs["encoders"] = json.dumps(request.encoders, sort_keys=True, default=str)
+        attrs["class_names"] = json.dumps(list(source.class_names))
+        attrs["skipped"] = json.dumps(skipped)
+        attrs["info"] = json.dumps(source.info, sort_keys=True, default=str)
+        from . import __version__
+
+        attrs["mmal_version"] = __version__
+        attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        attrs["complete"] = True  # written last: a file without it was never finished
+    return path
+
+
+def _encode_batch(encoder: Encoder, batch: list, modality: str) -> np.ndarray:
+    out = np.asarray(encoder.encode(batch), dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != len(batch):
+        raise MmalError(
+            f"encoder '{encoder.name}' (modality '{modality}') returned shape {out.shape} for {len(batch)} items, "
+            f"expected ({len(batch)}, d)"
+        )
+    if not np.isfinite(out).all():
+        raise MmalError(f"encoder '{encoder.name}' (modality '{modality}') returned NaN or inf features")
+    return out
+
+
+def _probe_dim(encoder: Encoder, items: Sequence[Any], order: np.ndarray, modality: str) -> np.ndarray:
+    # The first batch had no present item: find one anywhere to learn the output size.
+    for row in order:
+        try:
+            item = items[int(row)]
+        except (OSError, ValueError):
+            continue
+        if item is not None:
+            return _encode_batch(encoder, [item], modality)
+    raise MmalError(f"modality '{modality}': every item is missing or unreadable; nothing to encode")
+
+
+# -- reading ----------------------------------------------------------------------------------
+@dataclass
+class CacheInfo:
+    """The attributes of one cache file, as :func:`read_info` finds them."""
+
+    path: Path
+    ok: bool
+    problem: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+    dims: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+
+def _decoded_attrs(h5) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in h5.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, np.generic):
+            v = v.item()
+        if k in ("params", "modalities", "encoders", "class_names", "skipped", "info") and isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                v = json.loads(v)
+        out[k] = v
+    return out
+
+
+def _check_structure(h5, path: Path) -> tuple[dict[str, Any], int, dict[str, int]]:
+    attrs = _decoded_attrs(h5)
+    hint = _rebuild_hint(path, attrs.get("dataset"))
+    if not attrs.get("complete"):
+        raise MmalError(f"cache {path}: incomplete (its build never finished); {hint}")
+    if attrs.get("format") != FORMAT_VERSION:
+        raise MmalError(f"cache {path}: format {attrs.get('format')!r}, this mmal reads format {FORMAT_VERSION}; {hint}")
+    try:
+        n = int(h5["labels"].shape[0])
+        mods = list(attrs["modalities"])
+        for name, shape in (("ids", (n,)), ("split", (n,)), ("mask", (n, len(mods)))):
+            if h5[name].shape != shape:
+                raise MmalError(f"cache {path}: '/{name}' has shape {h5[name].shape}, expected {shape}; {hint}")
+        dims = {}
+        for m in mods:
+            d = h5["features"][m]
+            if d.ndim != 2 or d.shape[0] != n or d.dtype != np.float32:
+                raise MmalError(f"cache {path}: '/features/{m}' has shape {d.shape} {d.dtype}, expected ({n}, d) float32; {hint}")
+            dims[m] = int(d.shape[1])
+    except KeyError as err:
+        raise MmalError(f"cache {path}: missing dataset or attribute {err}; {hint}") from None
+    return attrs, n, dims
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    import h5py
+
+    try:
+        h5 = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise MmalError(f"cache {path}: no such file") from None
+    except OSError as err:
+        reason = str(err).split("(")[0].strip() or type(err).__name__
+        raise MmalError(f"cache {path}: cannot be read as HDF5, it is truncated or corrupt ({reason}); {_rebuild_hint(path)}") from None
+    try:
+        yield h5
+    finally:
+        h5.close()
+
+
+def read_info(path: str | os.PathLike) -> CacheInfo:
+    """Open ``path`` and check its structure (not its checksums: see :func:`verify_cache`)."""
+    path = Path(path)
+    try:
+        with _open(path) as h5:
+            attrs, n, dims = _check_structure(h5, path)
+    except MmalError as err:
+        return CacheInfo(path, False, str(err))
+    return CacheInfo(path, True, "", attrs, n, dims)
+
+
+def verify_cache(path: str | os.PathLike) -> CacheInfo:
+    """Read every chunk of ``path`` (Fletcher-32 checksums) and check ids, labels and features.
+
+    Returns a :class:`CacheInfo` with ``ok`` False and ``problem`` set when anything is wrong.
+    """
+    path = Path(path)
+    info = read_info(path)
+    if not info.ok:
+        return info
+    hint = _rebuild_hint(path, info.attrs.get("dataset"))
+    try:
+        with _open(path) as h5:
+            ids = h5["ids"][:]
+            if len(np.unique(ids)) != len(ids):
+                raise MmalError(f"cache {path}: sample ids are not unique; {hint}")
+            labels = h5["labels"][:]
+            n_classes = len(info.attrs.get("class_names") or [])
+            if n_classes and (labels.min() < 0 or labels.max() >= n_classes):
+                raise MmalError(f"cache {path}: labels outside [0, {n_classes}); {hint}")
+            h5["split"][:]
+            h5["mask"][:]
+            for m in info.dims:
+                d = h5["features"][m]
+                step = d.chunks[0] * 16 if d.chunks else 65536
+                for start in range(0, info.n, step):
+                    block = d[start : start + step]
+                    if not np.isfinite(block).all():
+                        raise MmalError(f"cache {path}: '/features/{m}' holds NaN or inf values; {hint}")
+    except MmalError as err:
+        return CacheInfo(path, False, str(err), info.attrs, info.n, info.dims)
+    except (OSError, RuntimeError, ValueError) as err:  # checksum mismatch, unreadable chunk
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return CacheInfo(path, False, f"cache {path}: a data chunk is corrupt ({first}); {hint}", info.attrs, info.n, info.dims)
+    return info
+
+
+def list_caches(directory: str | os.PathLike | None = None) -> list[CacheInfo]:
+    """Every ``*.h5`` file of the cache folder with its (structural) status."""
+    folder = cache_dir(directory)
+    if not folder.is_dir():
+        return []
+    return [read_info(p) for p in sorted(folder.glob(f"*{SUFFIX}"))]
+
+
+class LazyFeatures:
+    """Rows ``[start, stop)`` of an HDF5 feature array, read on demand.
+
+    Behaves like a read-only (stop - start, d) float32 array for what the model and the
+    PoolView need: ``shape``, ``dtype``, ``len`` and row indexing with a slice, an integer
+    array or a boolean mask. Only the chunks covering the requested rows are read, so a
+    pool larger than memory can be streamed batch by batch.
+    """
+
+    lazy = True
+
+    def __init__(self, dset, start: int = 0, stop: int | None = None, path: Path | None = None):
+        self._dset = dset
+        self.start = int(start)
+        self.stop = int(dset.shape[0] if stop is None else stop)
+        self.path = path
+        self.shape = (self.stop - self.start, int(dset.shape[1]))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[: len(self)]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):
+            rows, cols = index[0], index[1:]
+            return self[rows][(slice(None),) + cols]
+        if isinstance(index, slice):
+            lo, hi, step = index.indices(len(self))
+            block = self._dset[self.start + lo : self.start + max(lo, hi)] if step > 0 else None
+            if block is None:
+                return np.asarray(self)[index]
+            return block[::step] if step != 1 else block
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (len(self) if index < 0 else 0)
+            return self._dset[self.start + i]
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {index.shape} for {len(self)} rows")
+            index = np.flatnonzero(index)
+        index = index.astype(np.int64).reshape(-1)
+        if index.size == 0:
+            return np.empty((0, self.shape[1]), np.float32)
+        index = np.where(index < 0, index + len(self), index)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        # Read the covering range in chunk-sized pieces and gather the wanted rows: much faster
+        # than HDF5 point selection, and the memory used is bounded by the range read.
+        out = np.empty((index.size, self.shape[1]), np.float32)
+        order = np.argsort(index, kind="stable")
+        sorted_idx = index[order]
+        step = max(int(self._dset.chunks[0]) if self._dset.chunks else 4096, 1) * 8
+        pos = 0
+        for block_lo in range(lo, hi, step):
+            block_hi = min(block_lo + step, hi)
+            end = np.searchsorted(sorted_idx, block_hi, side="left")
+            if end == pos:
+                continue
+            block = self._dset[self.start + block_lo : self.start + block_hi]
+            out[order[pos:end]] = block[sorted_idx[pos:end] - block_lo]
+            pos = end
+        return out
+
+
+@dataclass
+class CachedArrays:
+    """The content of a cache file, split into train (pool) and test rows."""
+
+    path: Path
+    attrs: dict[str, Any]
+    modalities: list[str]
+    class_names: list[str]
+    train: Any
+    test: Any
+    handle: Any = None
+
+
+def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = False) -> CachedArrays:
+    """Open a cache, check it against ``request`` and return its train and test splits.
+
+    lazy: False reads every feature into memory; True keeps the file open and returns
+    :class:`LazyFeatures` for each modality.
+    """
+    import h5py
+
+    from .data import Split
+
+    with _open(path) as h5:
+        attrs, n, dims = _check_structure(h5, path)
+    hint = _rebuild_hint(path, attrs.get("dataset"))
+    if request is not None:
+        wanted = {  # the most telling differences first; the key covers everything else
+            "dataset": request.dataset,
+            "dataset_version": request.dataset_version,
+            "modalities": request.modalities,
+            "encoders": json.loads(json.dumps(request.encoders, sort_keys=True, default=str)),
+            "params": json.loads(json.dumps(request.params, sort_keys=True, default=str)),
+            "source_key": request.source_key,
+            "key": request.key,
+        }
+        for key, value in wanted.items():
+            if attrs.get(key) != value:
+                got = attrs.get(key)
+                if key == "encoders" and isinstance(got, dict):
+                    diff = [m for m in value if got.get(m) != value[m]]
+                    said = ", ".join(
+                        f"{m}: cache has {_enc_label(got.get(m))}, request is {_enc_label(value[m])}" for m in diff
+                    )
+                    raise MmalError(f"cache {path}: built with other encoders ({said}); {hint}")
+                raise MmalError(f"cache {path}: attribute '{key}' is {got!r}, the request needs {value!r}; {hint}")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise MmalError(f"cache {path}: cannot be read ({err}); {hint}") from None
+    try:
+        split = h5["split"][:]
+        n_train = int((split == 0).sum())
+        if not (split[:n_train] == 0).all():
+            raise MmalError(f"cache {path}: train rows are not stored first; {hint}")
+        ids, labels, mask = h5["ids"][:], h5["labels"][:], h5["mask"][:]
+        mods = list(attrs["modalities"])
+        splits = []
+        for lo, hi in ((0, n_train), (n_train, n)):
+            if lazy:
+                feats = {m: LazyFeatures(h5["features"][m], lo, hi, path) for m in mods}
+            else:
+                feats = {m: h5["features"][m][lo:hi] for m in mods}
+            splits.append(Split(feats, mask[lo:hi], labels[lo:hi], ids[lo:hi]))
+    except MmalError:
+        h5.close()
+        raise
+    except (OSError, RuntimeError, ValueError) as err:
+        h5.close()
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MmalError(f"cache {path}: a data chunk is corrupt ({first}); {hint}") from None
+    if not lazy:
+        h5.close()
+        h5 = None
+    return CachedArrays(path, attrs, mods, list(attrs.get("class_names") or []), splits[0], splits[1], h5)
+
+
+def _enc_label(desc: Any) -> str:
+    if not isinstance(desc, dict):
+        return "none"
+    return f"{desc.get('name')} v{desc.get('version')} weights {desc.get('fingerprint')}"
+
+
+# -- the front door -----------------------------------------------------------------------------
+def _default_progress(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .cli.common import err_console
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err_console, transient=False,
+    )
+    return progress
+
+
+def ensure_cache(
+    request: CacheRequest,
+    build_source: Callable[[], RawSource],
+    encoders: dict[str, Encoder],
+    directory: str | os.PathLike | None = None,
+    *,
+    rebuild: bool = False,
+    show_progress: bool = True,
+    compression: str | None = "gzip",
+    lock_timeout: float = -1,
+) -> tuple[Path, bool]:
+    """Return the path of a valid cache for ``request``, building it first if needed.
+
+    Returns ``(path, built)``. Concurrent callers serialise on ``<path>.lock``: the first
+    builds, the others wait and then open the finished file. An existing file that does not
+    open or does not match ``request`` raises :class:`MmalError` (with a rebuild hint) unless
+    ``rebuild`` is True, in which case it is replaced.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = cache_dir(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MmalError(f"cache folder {folder}: cannot be created ({err.strerror or err}); set {ENV_CACHE_DIR} to a writable folder") from None
+    path = folder / request.filename()
+    if path.exists() and not rebuild:
+        return path, False
+    lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+    try:
+        with lock:
+            if path.exists() and not rebuild:  # another process built it while we waited
+                return path, False
+            source = build_source()
+            n = len(source.labels)
+            for m in request.modalities:
+                if len(source.items[m]) != n:
+                    raise MmalError(f"dataset '{request.dataset}': modality '{m}' has {len(source.items[m])} items for {n} samples")
+            if show_progress:
+                progress = _default_progress(n * len(request.modalities), request.dataset)
+                with progress:
+                    tasks = {
+                        m: progress.add_task(f"encoding {request.dataset}/{m} ({encoders[m].name})", total=n)
+                        for m in request.modalities
+                    }
+                    write_cache(path, request, source, encoders, lambda m, k: progress.advance(tasks[m], k), compression)
+            else:
+                write_cache(path, request, source, encoders, None, compression)
+    except Timeout:
+        raise MmalError(f"cache {path}: another process holds {path}.lock; wait for it or remove the lock file if no build is running") from None
+    return path, True
+
+
+# -- raw datasets ---------------------------------------------------------------------------------
+class RawDataset(Dataset):
+    """Base class of datasets whose items must be encoded (images, sounds, texts).
+
+    Subclasses set ``name``, ``summary``, ``version`` and ``modalities`` (modality -> name of
+    the encoder used by default, or ``{"name": ..., "params": {...}}``), implement
+    :meth:`read_source` and, when the source lives in files, :meth:`source_key`. Their
+    ``__init__`` takes the dataset's own parameters plus ``encoders``, ``cache_dir`` and
+    ``lazy``, and passes the last three to ``RawDataset.__init__``.
+
+    ``load(seed)`` builds the HDF5 cache when it is missing (encoding every item once, with a
+    progress bar) and reads the features from it. The train/test split is fixed by the
+    dataset (stored in the cache); ``seed`` drives the rest of the run (initial labels,
+    model weights), as for any dataset.
+
+    encoders: per-modality overrides of the default encoders, e.g. ``{"image": "identity"}``.
+    cache_dir: where caches live (default: :func:`cache_dir`).
+    lazy: keep features on disk and read them batch by batch (pools larger than memory).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    modalities: ClassVar[dict[str, Any]] = {}
+    #: Parameters that do not change the cached content.
+    cache_exclude: ClassVar[tuple[str, ...]] = ("encoders", "cache_dir", "lazy")
+
+    def __init__(self, encoders: dict[str, Any] | None = None, cache_dir: str | None = None, lazy: bool = False):
+        if encoders is not None and not isinstance(encoders, dict):
+            raise MmalError(f"parameter 'encoders': expected a mapping modality -> encoder name, got {encoders!r}")
+        for m in encoders or {}:
+            if m not in self.modalities:
+                from .errors import did_you_mean
+
+                raise MmalError(
+                    f"parameter 'encoders': dataset '{self.name}' has no modality '{m}'{did_you_mean(m, self.modalities)}; "
+                    f"modalities: {', '.join(self.modalities)}"
+                )
+        if not isinstance(lazy, bool):
+            raise MmalError(f"parameter 'lazy': expected true or false, got {lazy!r}")
+        self.encoders = encoders
+        self.cache_dir = cache_dir
+        self.lazy = lazy
+
+    # -- what subclasses provide --------------------------------------------------------------
+    def read_source(self) -> RawSource:
+        """Collect ids, labels, split and the raw items (lazily loaded) of every modality."""
+        raise NotImplementedError
+
+    def source_key(self) -> str:
+        """A cheap identity of the raw source (e.g. a hash of file names and sizes); part of the cache key."""
+        return ""
+
+    # -- the machinery -----------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        from .params import get_params
+
+        return get_params(self)
+
+    def cache_params(self) -> dict[str, Any]:
+        """The parameters that change the cached content (all but ``cache_exclude``)."""
+        return {k: v for k, v in sorted(self.get_params().items()) if k not in self.cache_exclude}
+
+    def encoder_specs(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Modality -> (encoder name, encoder params): the defaults with ``encoders`` applied."""
+        out = {}
+        for m, default in self.modalities.items():
+            value = (self.encoders or {}).get(m, default)
+            out[m] = parse_encoder_spec(value, f"dataset '{self.name}', encoders.{m}")
+        return out
+
+    def make_encoders(self) -> dict[str, Encoder]:
+        return {m: make_encoder(n, p, f"dataset '{self.name}', encoders.{m}") for m, (n, p) in self.encoder_specs().items()}
+
+    def cache_request(self, encoders: dict[str, Encoder]) -> CacheRequest:
+        return CacheRequest(
+            dataset=self.name,
+            dataset_version=str(self.version),
+            params=self.cache_params(),
+            source_key=self.source_key(),
+            modalities=list(self.modalities),
+            encoders={m: encoders[m].describe() for m in self.modalities},
+        )
+
+    def build_cache(self, *, rebuild: bool = False, show_progress: bool = True) -> tuple[Path, bool]:
+        """Make sure the cache exists; returns ``(path, built_now)``."""
+        encoders = self.make_encoders()
+        request = self.cache_request(encoders)
+        return ensure_cache(request, self.read_source, encoders, self.cache_dir, rebuild=rebuild, show_progress=show_progress)
+
+    def load(self, seed: int):
+        """The dataset's train (pool) and test splits, read from its cache (built when missing)."""
+        from .data import ModalitySpec, MultimodalDataset
+
+        encoders = self.make_encoders()
+        request = self.cache_request(encoders)
+        path, built = ensure_cache(request, self.read_source, encoders, self.cache_dir)
+        arrays = read_cache(path, request, lazy=self.lazy)
+        specs = [ModalitySpec(m, int(arrays.train.features[m].shape[1]), encoders[m].name) for m in arrays.modalities]
+        info = {
+            "cache": str(path),
+            "cache_key": request.key,
+            "built_now": built,
+            "encoders": request.encoders,
+            "class_names": arrays.class_names,
+            "skipped": arrays.attrs.get("skipped"),
+            "source_hash": arrays.attrs.get("source_hash"),
+            "seed": int(seed),
+        }
+        return MultimodalDataset(self.name, specs, len(arrays.class_names), arrays.train, arrays.test, info)

@@ -1,0 +1,174 @@
+"""``mmal cache build|list|verify|rm``: the HDF5 pool-feature cache of raw datasets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import MmalError
+from .common import console
+
+cache_app = typer.Typer(
+    help="Build, list, verify and remove the HDF5 caches of encoded features (raw datasets).",
+    no_args_is_help=True,
+)
+
+_DIR_HELP = "Cache folder. Default: $MMAL_CACHE_DIR, else $XDG_CACHE_HOME/mmal, else ~/.cache/mmal."
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _parse_pairs(values: list[str], option: str) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for raw in values or []:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise MmalError(f"{option} {raw!r}: expected KEY=VALUE")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise MmalError(f"{option} {raw!r}: the value is not valid YAML") from None
+        out[key.strip()] = parsed
+    return out
+
+
+def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
+    from ..cache import SUFFIX, list_caches
+    from ..cache import cache_dir as default_dir
+
+    folder = default_dir(cache_dir)
+    if not targets:
+        return [info.path for info in list_caches(folder)]
+    paths: list[Path] = []
+    for target in targets:
+        p = Path(target)
+        if p.suffix == SUFFIX or p.exists():
+            if not p.exists():
+                raise MmalError(f"cache {p}: no such file")
+            paths.append(p)
+            continue
+        # A dataset name: every cache file of that dataset in the folder.
+        matches = [info.path for info in list_caches(folder) if info.attrs.get("dataset") == target
+                   or (not info.ok and info.path.name.startswith(f"{target}-"))]
+        if not matches:
+            raise MmalError(f"no cache of dataset '{target}' in {folder} (see `mmal cache list`)")
+        paths.extend(matches)
+    return paths
+
+
+@cache_app.command("build")
+def build(
+    dataset: str = typer.Argument(..., help="A raw dataset (see `mmal list datasets`), e.g. av-digits."),
+    encoder: list[str] = typer.Option([], "--encoder", "-e", help="MODALITY=ENCODER, e.g. image=identity (repeatable)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Dataset parameter KEY=VALUE (YAML value, repeatable)."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Replace an existing cache for the same request."),
+) -> None:
+    """Encode every modality of DATASET once and write its cache (a no-op when it exists)."""
+    from ..cache import RawDataset
+    from ..params import construct
+    from ..plugins import get_plugin_manager
+
+    cls = get_plugin_manager().get("dataset", dataset)
+    if not (isinstance(cls, type) and issubclass(cls, RawDataset)):
+        raise MmalError(f"dataset '{dataset}' is generated, not encoded from raw items: it has no cache")
+    params = _parse_pairs(param, "--param")
+    encoders = _parse_pairs(encoder, "--encoder")
+    if encoders:
+        params["encoders"] = {**(params.get("encoders") or {}), **encoders}
+    if cache_dir:
+        params["cache_dir"] = cache_dir
+    builder = construct(cls, params, f"dataset '{dataset}'")
+    start = time.perf_counter()
+    path, built = builder.build_cache(rebuild=rebuild)
+    verb = "built" if built else "already cached"
+    console.print(f"{verb}: {path} ({_size(path.stat().st_size)}, {time.perf_counter() - start:.1f} s)", highlight=False)
+
+
+@cache_app.command("list")
+def list_(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP)) -> None:
+    """List the cache files of the cache folder, with their dataset, encoders and size."""
+    from ..cache import cache_dir as default_dir
+    from ..cache import list_caches
+
+    folder = default_dir(cache_dir)
+    console.print(f"cache folder: {folder}", highlight=False)
+    infos = list_caches(folder)
+    if not infos:
+        console.print("no caches yet (they are built by `mmal cache build DATASET` or by the first run)")
+        return
+    table = Table()
+    for col in ("path", "dataset", "samples", "modalities (encoder, dim)", "skipped", "size", "created", "status"):
+        table.add_column(col, overflow="fold")
+    for info in infos:
+        a = info.attrs
+        mods = ", ".join(f"{m} ({(a.get('encoders') or {}).get(m, {}).get('name', '?')}, {d})" for m, d in info.dims.items())
+        skipped = a.get("skipped") or {}
+        status = "[green]ok[/]" if info.ok else f"[red]{info.problem}[/]"
+        table.add_row(
+            str(info.path), str(a.get("dataset", "?")), str(info.n or "-"), mods or "-",
+            str(sum(skipped.values())) if isinstance(skipped, dict) else "-", _size(info.size),
+            str(a.get("created", "-")), status,
+        )
+    console.print(table)
+
+
+@cache_app.command("verify")
+def verify(
+    targets: list[str] = typer.Argument(None, help="Cache files or dataset names. Default: every cache of the folder."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP),
+) -> None:
+    """Read every chunk of the caches (checksums, shapes, finite values); exit 2 if one is bad."""
+    from ..cache import verify_cache
+
+    paths = _targets(targets or [], cache_dir)
+    if not paths:
+        console.print("no caches to verify")
+        return
+    bad = []
+    for path in paths:
+        info = verify_cache(path)
+        if info.ok:
+            console.print(f"[green]ok[/]  {path} ({info.n} samples)", highlight=False)
+        else:
+            console.print(f"[red]bad[/] {info.problem}", highlight=False)
+            bad.append(info)
+    if bad:
+        raise MmalError(f"{len(bad)} of {len(paths)} cache(s) failed verification; first: {bad[0].problem}")
+
+
+@cache_app.command("rm")
+def rm(
+    targets: list[str] = typer.Argument(None, help="Cache files or dataset names."),
+    all_: bool = typer.Option(False, "--all", help="Remove every cache of the folder."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP),
+) -> None:
+    """Remove caches (they are rebuilt on the next run that needs them)."""
+    if not targets and not all_:
+        raise MmalError("cache rm: name cache files or datasets, or pass --all")
+    paths = _targets(targets or [], cache_dir)
+    for path in paths:
+        try:
+            path.unlink()
+            Path(str(path) + ".lock").unlink(missing_ok=True)
+        except OSError as err:
+            raise MmalError(f"cache {path}: cannot be removed ({err.strerror or err})") from None
+        console.print(f"removed {path}", highlight=False)
+    if not paths:
+        console.print("no caches to remove")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")

@@ -1,0 +1,48 @@
+"""``mmal leaderboard``: rank strategies on the benchmarks found in a results database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import MmalError, did_you_mean
+from .common import console, default_db
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def leaderboard(
+        db: str = typer.Option(None, "--db", help="Results database. Default: ./mmal-results.db or $MMAL_DB."),
+        benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark."),
+        fmt_: str = typer.Option("table", "--format", "-f", help="table, md, csv, json or html."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
+    ) -> None:
+        """Strategies ranked by AUBC per benchmark, average rank and the pairwise penalty matrix."""
+        from ..benchmarks import all_benchmarks, get_benchmark
+        from ..leaderboard import FORMATS, build_leaderboard, curves_from_store, render, render_table
+        from ..store import Store
+        from .results import write_atomically
+
+        if fmt_ not in FORMATS:
+            raise MmalError(f"--format {fmt_}: expected one of {', '.join(FORMATS)}{did_you_mean(fmt_, FORMATS)}")
+        if output is not None and fmt_ == "table":
+            raise MmalError("--output: the table format prints to the terminal; use --format md, csv, json or html")
+        benches = all_benchmarks()
+        selected = [get_benchmark(benchmark)] if benchmark else list(benches.values())
+        with Store(db or default_db(), readonly=True) as store:
+            curves = curves_from_store(store, selected)
+        if not curves:
+            what = f"benchmark '{benchmark}'" if benchmark else "any benchmark"
+            raise MmalError(f"--db {db or default_db()}: no finished runs of {what}; run `mmal bench run NAME --strategy S` first")
+        lb = build_leaderboard(curves, benches)
+        if fmt_ == "table":
+            render_table(lb, console)
+            return
+        text = render(lb, fmt_)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            write_atomically(output, text)
+            console.print(f"wrote {output}")

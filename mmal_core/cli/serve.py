@@ -1,0 +1,173 @@
+"""``mmal serve`` (the leaderboard server and its tokens) and ``mmal submit``."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import MmalError
+from .common import console, default_db, err_console
+
+_DB_HELP = "Server database: a SQLAlchemy URL or an SQLite file path. Default: ./mmal-server.db or $MMAL_SERVER_DB."
+
+
+def _server_db(db: Optional[str]) -> str:
+    import os
+
+    from ..server.storage import database_url
+
+    return database_url(db or os.environ.get("MMAL_SERVER_DB"))
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise MmalError(f"--token-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MmalError(f"--token-file {path}: cannot read it ({err.__class__.__name__})") from None
+    if not token or len(token.split()) != 1:
+        raise MmalError(f"--token-file {path}: expected one token on one line")
+    return token
+
+
+def _request(url: str, data: bytes | None = None, token: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        try:
+            body = json.loads(err.read() or b"{}")
+        except ValueError:
+            body = {}
+        return err.code, body
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise MmalError(f"--to {url}: cannot reach the server ({reason})") from None
+
+
+def register(app: typer.Typer) -> None:
+    serve_app = typer.Typer(help="Run the leaderboard server, or manage its tokens.", invoke_without_command=True)
+    token_app = typer.Typer(help="Create, revoke and list submission tokens (stored hashed).", no_args_is_help=True)
+    serve_app.add_typer(token_app, name="token")
+    app.add_typer(serve_app, name="serve")
+
+    @serve_app.callback()
+    def serve(
+        ctx: typer.Context,
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: loopback only)."),
+        port: int = typer.Option(8000, "--port", help="TCP port."),
+        db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
+        rate_limit: int = typer.Option(30, "--rate-limit", help="Submissions per token per minute (0: no limit)."),
+        max_body: int = typer.Option(2 * 1024 * 1024, "--max-body", help="Largest accepted request body in bytes."),
+    ) -> None:
+        """Serve the leaderboard: submissions API, verification worker and HTML pages."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if not 0 < port < 65536:
+            raise MmalError(f"--port {port}: expected 1..65535")
+        if max_body < 1024:
+            raise MmalError(f"--max-body {max_body}: expected at least 1024 bytes")
+        import uvicorn
+
+        from ..server import create_app
+
+        url = _server_db(db)
+        application = create_app(url, max_body=max_body, rate_limit=rate_limit)
+        err_console.print(f"mmal leaderboard on http://{host}:{port}/ (database {url})", highlight=False)
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+    @token_app.command("create")
+    def token_create(
+        name: str = typer.Argument(..., help="Who the token is for."),
+        db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
+    ) -> None:
+        """Create a token and print it once (only its hash is stored)."""
+        from ..server.storage import ServerStore
+
+        store = ServerStore(_server_db(db))
+        try:
+            token = store.create_token(name)
+        finally:
+            store.close()
+        typer.echo(token)
+
+    @token_app.command("revoke")
+    def token_revoke(
+        name: str = typer.Argument(..., help="The token's name."),
+        db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
+    ) -> None:
+        """Revoke the active token of NAME; its submissions stay."""
+        from ..server.storage import ServerStore
+
+        store = ServerStore(_server_db(db))
+        try:
+            store.revoke_token(name)
+        finally:
+            store.close()
+        console.print(f"revoked token '{name}'")
+
+    @token_app.command("list")
+    def token_list(db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP)) -> None:
+        """Token names and whether they are active."""
+        from ..server.storage import ServerStore
+
+        store = ServerStore(_server_db(db))
+        try:
+            for t in store.list_tokens():
+                console.print(f"{t['name']}\t{'revoked' if t['revoked_at'] else 'active'}", highlight=False)
+        finally:
+            store.close()
+
+    @app.command()
+    def submit(
+        selector: str = typer.Argument(..., metavar="RUN_OR_EXPERIMENT",
+                                       help="Experiment name or id (printed by `mmal bench run`), or run:ID."),
+        to: str = typer.Option(..., "--to", help="Server URL, e.g. http://127.0.0.1:8000"),
+        token_file: Path = typer.Option(..., "--token-file", help="File holding the bearer token."),
+        db: str = typer.Option(None, "--db", help="Results database. Default: ./mmal-results.db or $MMAL_DB."),
+        strategy: Optional[str] = typer.Option(None, "--strategy", help="Strategy label, when the experiment has several."),
+        wait: bool = typer.Option(False, "--wait", help="Wait until the server has verified or rejected it."),
+        timeout: float = typer.Option(600, "--timeout", help="Seconds to wait with --wait."),
+    ) -> None:
+        """Send a benchmark result to a leaderboard server; it is ranked once the server verified it."""
+        from ..store import Store
+        from ..submission import build_submission
+
+        parsed = urllib.parse.urlparse(to)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise MmalError(f"--to {to}: expected an http(s) URL such as http://127.0.0.1:8000")
+        token = _read_token(token_file)
+        with Store(db or default_db(), readonly=True) as store:
+            doc = build_submission(store, selector, strategy)
+        base = to.rstrip("/")
+        status, body = _request(f"{base}/api/submissions", json.dumps(doc).encode(), token)
+        if status != 202:
+            raise MmalError(f"--to {to}: the server refused the submission ({status}: {body.get('error', body)})")
+        console.print(f"submitted {doc['benchmark']['name']} / {doc['strategy']['label']}: "
+                      f"id {body['id']}, status {body['status']} ({base}{body['status_url']})", highlight=False)
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, state = _request(f"{base}{body['status_url']}")
+            if status == 200 and state.get("status") in ("verified", "rejected"):
+                if state["status"] == "rejected":
+                    raise MmalError(f"submission {body['id']} rejected: {state.get('reason')}")
+                console.print(f"submission {body['id']} verified: ranked at {base}/", highlight=False)
+                return
+            time.sleep(1.0)
+        raise MmalError(f"--timeout {timeout}: submission {body['id']} is still being verified; check {base}{body['status_url']}")

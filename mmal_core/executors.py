@@ -1,0 +1,591 @@
+"""Executors: where the runs of a sweep execute.
+
+An experiment is a list of independent runs, one per (dataset, seed, strategy). Every run
+commits its rounds to the one SQLite database as they finish (``execute_run``), so runs can
+execute anywhere that can open that file, in any order, and a run that is started again
+resumes from its last committed round. Executors only decide *where* the runs execute:
+
+``LocalExecutor(workers=N)``
+    One worker process per run, at most ``N`` at a time (``N = 1``: the runs execute
+    one after the other in this process, as ``run_experiment`` always did).
+``RayExecutor(address=...)``
+    The runs as Ray tasks on an existing cluster, or on a local one started bound to
+    127.0.0.1. Each (dataset, seed) is loaded once by the driver and shared through the
+    object store instead of being rebuilt by every task.
+
+A run whose worker dies (killed process, raised error) is started again up to ``retries``
+times; the rounds it had committed are kept, so the new attempt continues where the dead one
+stopped. A run that still fails is reported, the others go on.
+
+Each worker opens its own connection to the database; WAL mode and the busy timeout set by
+:class:`~mmal_core.store.Store` serialise the writers, the primary key (run_id, round)
+makes a round impossible to record twice and ``Store.run`` (``BEGIN IMMEDIATE``) makes a run
+row impossible to create twice. The parent follows progress by reading the database.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import MmalError
+from .loop import Callbacks, RunOutcome, RunSpec, _DatasetCache, execute_run
+from .store import RoundRecord, Store
+
+#: How often (seconds) the parent looks at workers and at the database for progress.
+POLL_SECONDS = 0.25
+
+EXECUTOR_NAMES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One attempt at one run, as shipped to a worker.
+
+    db_path: the results database every worker writes to.
+    attempt: 1 for the first try, 2 for the first retry, ...
+    threads: torch intra-op threads the worker may use (None: leave torch's default).
+    """
+
+    spec: RunSpec
+    db_path: str
+    experiment_id: int
+    attempt: int = 1
+    threads: int | None = None
+
+
+class _GivenDataset:
+    """Stands in for the loop's dataset cache when the dataset arrives ready-made."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def get(self, spec, seed):
+        return self.dataset
+
+
+def execute_task(task: RunTask, dataset=None) -> RunOutcome:
+    """Run (or resume) ``task.spec`` into ``task.db_path``; what every worker calls.
+
+    dataset: the run's :class:`~mmal_core.data.MultimodalDataset` when the executor already
+    holds it (Ray's object store); None to load it here.
+    On an error the run is marked ``failed`` with the one-line reason, then the error is
+    raised again so that the executor can decide to retry.
+    """
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    with Store(task.db_path) as store:
+        datasets = _GivenDataset(dataset) if dataset is not None else _DatasetCache()
+        try:
+            return execute_run(task.spec, store, task.experiment_id, None, datasets)
+        except BaseException as err:
+            row = store.conn.execute(
+                "SELECT id FROM runs WHERE experiment_id=? AND run_key=?", (task.experiment_id, task.spec.key)
+            ).fetchone()
+            if row is not None:
+                store.set_status(int(row[0]), "failed", describe_error(err))
+            raise
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a failed attempt: the message of a user error, else type, message and place."""
+    if isinstance(err, MmalError):
+        return str(err)
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text}{where}"
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process killed by {name}"
+    return f"worker process exited with status {exitcode} before reporting a result"
+
+
+class _ProgressFollower:
+    """Turns rows appearing in the database into ``round_finished`` callbacks."""
+
+    def __init__(self, store: Store, experiment_id: int, callbacks: Callbacks):
+        self.store = store
+        self.experiment_id = experiment_id
+        self.callbacks = callbacks
+        self.watched: dict[str, tuple[RunSpec, int]] = {}  # run key -> (spec, rounds reported)
+
+    def rounds_done(self, spec: RunSpec) -> int:
+        row = self.store.conn.execute(
+            "SELECT COUNT(o.round) FROM runs r JOIN rounds o ON o.run_id = r.id"
+            " WHERE r.experiment_id=? AND r.run_key=?",
+            (self.experiment_id, spec.key),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def watch(self, spec: RunSpec) -> None:
+        if spec.key in self.watched:
+            return
+        done = self.rounds_done(spec)
+        self.watched[spec.key] = (spec, done)
+        self.callbacks.run_started(spec, len(spec.budget.schedule) + 1, done)
+
+    def unwatch(self, spec: RunSpec) -> None:
+        self.poll()
+        self.watched.pop(spec.key, None)
+
+    def poll(self) -> None:
+        for key, (spec, reported) in list(self.watched.items()):
+            rows = self.store.conn.execute(
+                "SELECT o.round, o.n_labeled, o.metrics, o.queried_ids, o.timings FROM rounds o"
+                " JOIN runs r ON r.id = o.run_id WHERE r.experiment_id=? AND r.run_key=? ORDER BY o.round",
+                (self.experiment_id, key),
+            ).fetchall()
+            for row in rows[reported:]:
+                record = RoundRecord(row[0], row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]))
+                self.callbacks.round_finished(spec, record)
+            self.watched[key] = (spec, max(reported, len(rows)))
+
+
+def _failed_outcome(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:
+    """The outcome of a run that used up its attempts: the rounds it kept, and why it stopped."""
+    row = store.conn.execute(
+        "SELECT id FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, spec.key)
+    ).fetchone()
+    outcome = RunOutcome(spec, int(row[0]) if row else -1, "failed", error=error)
+    if row is not None:
+        rounds = store.rounds(int(row[0]))
+        outcome.resumed_rounds = len(rounds)
+        outcome.n_labeled = [r.n_labeled for r in rounds]
+        outcome.accuracy = [r.metrics.get("accuracy", float("nan")) for r in rounds]
+        store.set_status(int(row[0]), "failed", error)
+    return outcome
+
+
+def _notify_failure(callbacks: Callbacks, spec: RunSpec, attempt: int, reason: str, will_retry: bool) -> None:
+    hook = getattr(callbacks, "run_failed", None)
+    if hook is not None:
+        hook(spec, attempt, reason, will_retry)
+
+
+class Executor:
+    """Runs a list of runs; subclasses say where.
+
+    retries: how many times a run whose worker died or raised is started again.
+    worker: the function a worker calls with a :class:`RunTask` (and the dataset, when
+    the executor ships it); tests pass a wrapper that injects failures.
+    """
+
+    name = "executor"
+
+    def __init__(self, retries: int = 1, worker: Callable[..., RunOutcome] = execute_task):
+        if retries < 0:
+            raise MmalError(f"--retries {retries}: expected 0 or more")
+        self.retries = retries
+        self.worker = worker
+
+    def run(self, specs: list[RunSpec], store: Store, experiment_id: int,
+            callbacks: Callbacks | None = None) -> list[RunOutcome]:
+        """Execute every run of ``specs`` into ``store``; outcomes in the order of ``specs``."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A few words for the CLI (``local, 2 workers``)."""
+        return self.name
+
+
+class _SlotScheduler(Executor):
+    """Keeps up to ``slots`` attempts running, retries failures, reports progress.
+
+    Subclasses implement ``_start(task) -> handle`` and ``_wait(handles, timeout)`` which
+    returns ``[(handle, outcome_or_None, error_or_None)]`` for attempts that ended.
+    """
+
+    slots = 1
+
+    def run(self, specs, store, experiment_id, callbacks=None):
+        callbacks = callbacks or Callbacks()
+        follower = _ProgressFollower(store, experiment_id, callbacks)
+        pending = deque((i, 1) for i in range(len(specs)))
+        running: dict[Any, tuple[int, int]] = {}
+        outcomes: dict[int, RunOutcome] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.slots:
+                    index, attempt = pending.popleft()
+                    follower.watch(specs[index])
+                    task = RunTask(specs[index], str(store.path), experiment_id, attempt, self._threads())
+                    running[self._start(task)] = (index, attempt)
+                for handle, outcome, error in self._wait(list(running), POLL_SECONDS):
+                    index, attempt = running.pop(handle)
+                    spec = specs[index]
+                    follower.unwatch(spec)
+                    if error is None:
+                        outcomes[index] = outcome
+                        callbacks.run_finished(outcome)
+                        continue
+                    will_retry = attempt <= self.retries
+                    _notify_failure(callbacks, spec, attempt, error, will_retry)
+                    if will_retry:
+                        pending.appendleft((index, attempt + 1))
+                    else:
+                        tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
+                        failed = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
+                        outcomes[index] = failed
+                        callbacks.run_finished(failed)
+                follower.poll()
+        finally:
+            if running:
+                self._cancel(list(running))
+        return [outcomes[i] for i in range(len(specs))]
+
+    def _threads(self) -> int | None:
+        return None
+
+    def _start(self, task: RunTask):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _wait(self, handles: list, timeout: float) -> list[tuple[Any, RunOutcome | None, str | None]]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _cancel(self, handles: list) -> None:
+        """Stop attempts still running (the parent is being interrupted)."""
+
+
+# -- local processes -----------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies.
+
+    A killed ``mmal run`` must not leave workers behind that keep writing rounds while the
+    command, started again, resumes the same runs.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _process_main(worker: Callable[..., RunOutcome], task: RunTask, conn) -> None:
+    """Entry point of a spawned worker process: run the task, send back the outcome or error."""
+    _die_with_parent()
+    try:
+        outcome = worker(task)
+    except BaseException as err:  # everything goes back to the parent as one line
+        conn.send(("error", describe_error(err)))
+    else:
+        conn.send(("ok", outcome))
+    finally:
+        conn.close()
+
+
+def _worker_context():
+    """Where worker processes come from.
+
+    A fork server that has imported torch and mmal once (and started no thread) forks each
+    worker in milliseconds; spawning a fresh interpreter per run would pay the imports every
+    time. Platforms without fork servers spawn.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # torch._dynamo is imported lazily by the first optimizer a run builds: seconds per worker
+    context.set_forkserver_preload(["torch", "torch._dynamo", "mmal_core.executors"])
+    return context
+
+
+class _Attempt:
+    def __init__(self, process, conn):
+        self.process, self.conn = process, conn
+        self.message = None
+
+
+class LocalExecutor(_SlotScheduler):
+    """Runs on this machine: one worker process per run, ``workers`` at a time.
+
+    workers: parallel processes (default: the number of CPU cores); with 1 the runs
+    execute in this process one after the other, without starting any process.
+    Each process gets ``cores // workers`` torch threads so that the workers together do
+    not oversubscribe the CPU.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, retries: int = 1, worker=execute_task):
+        super().__init__(retries, worker)
+        cores = os.cpu_count() or 1
+        workers = cores if workers is None else workers
+        if workers < 1:
+            raise MmalError(f"--workers {workers}: expected at least 1")
+        self.workers = self.slots = workers
+        self.threads = max(1, cores // workers)
+        self._context = _worker_context()
+
+    def describe(self) -> str:
+        if self.workers == 1:
+            return "local, 1 worker (this process)"
+        return f"local, {self.workers} worker processes"
+
+    def run(self, specs, store, experiment_id, callbacks=None):
+        if min(self.workers, len(specs)) <= 1:  # nothing to parallelise: no process to start
+            return self._run_here(specs, store, experiment_id, callbacks or Callbacks())
+        return super().run(specs, store, experiment_id, callbacks)
+
+    def _run_here(self, specs, store, experiment_id, callbacks):
+        """One worker: runs execute in this process, sharing one dataset cache."""
+        datasets = _DatasetCache()
+        outcomes = []
+        for spec in specs:
+            attempt = 1
+            while True:
+                try:
+                    if self.worker is execute_task:
+                        outcome = execute_run(spec, store, experiment_id, callbacks, datasets)
+                    else:
+                        outcome = self.worker(RunTask(spec, str(store.path), experiment_id, attempt))
+                        callbacks.run_finished(outcome)
+                    break
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as err:
+                    error = describe_error(err)
+                    will_retry = attempt <= self.retries
+                    _notify_failure(callbacks, spec, attempt, error, will_retry)
+                    if not will_retry:
+                        tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
+                        outcome = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
+                        callbacks.run_finished(outcome)
+                        break
+                    attempt += 1
+            outcomes.append(outcome)
+        return outcomes
+
+    def _threads(self) -> int | None:
+        return self.threads
+
+    def _start(self, task: RunTask):
+        receive, send = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=_process_main, args=(self.worker, task, send), daemon=True,
+                                        name=f"mmal-run-{task.spec.key}")
+        process.start()
+        send.close()  # the child holds the only sending end: EOF once it exits
+        return _Attempt(process, receive)
+
+    def _wait(self, handles, timeout):
+        waitables = {}
+        for attempt in handles:
+            waitables[attempt.process.sentinel] = attempt
+            if attempt.message is None:
+                waitables[attempt.conn] = attempt
+        ready = multiprocessing.connection.wait(list(waitables), timeout)
+        ended = []
+        for obj in ready:
+            attempt = waitables[obj]
+            if obj is attempt.conn and attempt.message is None:
+                try:
+                    attempt.message = attempt.conn.recv()
+                except (EOFError, OSError):
+                    attempt.message = ("lost", None)
+        for attempt in {id(a): a for a in (waitables[o] for o in ready)}.values():
+            if attempt.process.is_alive():
+                continue
+            attempt.process.join()
+            if attempt.message is None and attempt.conn.poll():
+                try:
+                    attempt.message = attempt.conn.recv()
+                except (EOFError, OSError):
+                    pass
+            attempt.conn.close()
+            kind, payload = attempt.message or ("lost", None)
+            if kind == "ok":
+                ended.append((attempt, payload, None))
+            elif kind == "error":
+                ended.append((attempt, None, payload))
+            else:
+                ended.append((attempt, None, _exit_reason(attempt.process.exitcode)))
+        return ended
+
+    def _cancel(self, handles):
+        for attempt in handles:
+            if attempt.process.is_alive():
+                attempt.process.terminate()
+        for attempt in handles:
+            attempt.process.join(5)
+            if attempt.process.is_alive():
+                attempt.process.kill()
+                attempt.process.join()
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+def _ray_task(worker, task: RunTask, dataset):
+    """Body of the Ray task: ``dataset`` arrives from the object store (no copy per task)."""
+    return worker(task, dataset)
+
+
+def import_ray():
+    """The ``ray`` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise MmalError("--executor ray: Ray is not installed; install it with `pip install 'mmal[ray]'`") from None
+    return ray
+
+
+def start_local_ray(num_cpus: int | None = None):
+    """Start a one-machine Ray instance whose servers listen on 127.0.0.1 only.
+
+    Ray normally advertises (and binds its servers to) the machine's reachable address; with
+    cluster mode off it resolves the node address to the loopback one, so nothing listens
+    beyond this machine. Takes a few seconds.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is imported ...
+    ray = import_ray()
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # ... and looked up here when ray was imported earlier
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="WARNING", log_to_driver=True)
+    return ray
+
+
+class RayExecutor(_SlotScheduler):
+    """Runs the runs as Ray tasks.
+
+    address: an existing cluster (``ray://host:10001`` or ``host:6379``; ``auto`` for the one
+    this machine belongs to); None starts a local instance bound to 127.0.0.1 (and stops it
+    at the end). A Ray session already initialised in this process is used as it is.
+    workers: tasks in flight at a time (default: the cluster's CPU count).
+    gpu_fraction: GPUs reserved per task (0.25: four runs share a GPU); default 0 on a
+    cluster without GPUs, else 0.25.
+    The database path must be reachable by every node (one machine, or a shared file system).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 1,
+                 gpu_fraction: float | None = None, worker=execute_task):
+        super().__init__(retries, worker)
+        if workers is not None and workers < 1:
+            raise MmalError(f"--workers {workers}: expected at least 1")
+        if gpu_fraction is not None and not 0 <= gpu_fraction <= 1:
+            raise MmalError(f"--gpu-fraction {gpu_fraction}: expected a number between 0 and 1")
+        self.address = address
+        self.workers = workers
+        self.gpu_fraction = gpu_fraction
+        self._remote = None
+        self._datasets: dict[tuple[str, int], Any] = {}
+
+    def describe(self) -> str:
+        where = self.address or "a local Ray instance on 127.0.0.1"
+        return f"ray, {where}"
+
+    def run(self, specs, store, experiment_id, callbacks=None):
+        ray = import_ray()
+        started_here = False
+        if not ray.is_initialized():
+            if self.address:
+                try:
+                    ray.init(address=self.address, logging_level="WARNING")
+                except (ConnectionError, RuntimeError, ValueError) as err:
+                    raise MmalError(f"--address {self.address}: cannot join the Ray cluster ({' '.join(str(err).split())[:200]})") from None
+            else:
+                start_local_ray(self.workers)
+            started_here = True
+        try:
+            resources = ray.cluster_resources()
+            self.slots = self.workers or max(1, int(resources.get("CPU", 1)))
+            gpus = float(resources.get("GPU", 0))
+            fraction = self.gpu_fraction if self.gpu_fraction is not None else (0.25 if gpus else 0.0)
+            if fraction > 0 and not gpus:
+                raise MmalError(f"--gpu-fraction {fraction}: the Ray cluster has no GPU")
+            self._remote = ray.remote(_ray_task).options(num_cpus=1, num_gpus=fraction, max_retries=0)
+            self._datasets = {}
+            return super().run(specs, store, experiment_id, callbacks)
+        finally:
+            self._datasets = {}
+            if started_here:
+                ray.shutdown()
+
+    def _dataset_ref(self, spec: RunSpec):
+        """The (dataset, seed) pool in the object store, put there once for all its runs."""
+        from . import load_dataset
+        from .config import content_hash
+
+        key = (content_hash(spec.dataset.canonical()), spec.seed)
+        if key not in self._datasets:
+            import ray
+
+            self._datasets[key] = ray.put(load_dataset(spec.dataset.name, seed=spec.seed, **spec.dataset.params))
+        return self._datasets[key]
+
+    def _threads(self) -> int | None:
+        return 1
+
+    def _start(self, task: RunTask):
+        return self._remote.remote(self.worker, task, self._dataset_ref(task.spec))
+
+    def _wait(self, handles, timeout):
+        import ray
+
+        ready, _ = ray.wait(handles, num_returns=len(handles), timeout=timeout)
+        ended = []
+        for ref in ready:
+            try:
+                ended.append((ref, ray.get(ref), None))
+            except ray.exceptions.RayTaskError as err:
+                cause = err.cause if getattr(err, "cause", None) is not None else err
+                ended.append((ref, None, describe_error(cause) if cause is not err else _ray_reason(err)))
+            except ray.exceptions.RayError as err:
+                ended.append((ref, None, _ray_reason(err)))
+        return ended
+
+    def _cancel(self, handles):
+        import ray
+
+        for ref in handles:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished or the cluster is gone: nothing to stop
+                pass
+
+
+def _ray_reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    first = text.split(". ")[0][:200]
+    return f"{type(err).__name__}: {first}"
+
+
+def make_executor(name: str, workers: int | None = None, address: str | None = None, retries: int = 1,
+                  gpu_fraction: float | None = None) -> Executor:
+    """The executor the CLI options describe (``--executor local|ray`` and its options)."""
+    if name == "local":
+        if address:
+            raise MmalError("--address: only used with --executor ray")
+        if gpu_fraction is not None:
+            raise MmalError("--gpu-fraction: only used with --executor ray")
+        return LocalExecutor(workers, retries)
+    if name == "ray":
+        return RayExecutor(address, workers, retries, gpu_fraction)
+    from .errors import did_you_mean
+
+    raise MmalError(f"--executor {name}: unknown executor{did_you_mean(name, EXECUTOR_NAMES)}; expected one of "
+                    f"{', '.join(EXECUTOR_NAMES)}")

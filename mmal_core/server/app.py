@@ -1,0 +1,258 @@
+"""HTTP API and pages of the leaderboard server.
+
+API (JSON):
+    POST /api/submissions            bearer token; body: a submission document (schema v1).
+                                     202 {"id", "status": "pending", "status_url"}.
+    GET  /api/submissions/{id}       status (pending | verifying | verified | rejected) and reason.
+    GET  /api/leaderboards/{name}    the ranked leaderboard of one benchmark (verified only).
+    GET  /api/benchmarks             the benchmarks this server verifies, with their hashes.
+Pages (HTML): ``/`` (every benchmark's ranked table and learning-curve plot) and
+``/submissions/{id}``.
+
+Checks on a submission, in this order: bearer token (401), per-token rate limit (429), body
+size (413), JSON syntax (400), schema and version (422). A refused request changes nothing.
+Every string that came from a request is escaped when it is put into HTML, and the pages
+are served with a Content-Security-Policy that allows no scripts at all.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..benchmarks import all_benchmarks
+from ..errors import MmalError
+from ..leaderboard import Curve, build_leaderboard, html_page, html_sections
+from ..submission import SCHEMA_VERSION, metric_tolerance, parse_submission
+from .storage import ServerStore
+from .worker import VerificationWorker
+
+#: Largest accepted request body (bytes).
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+#: Submissions per token per minute.
+DEFAULT_RATE_LIMIT = 30
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (sliding window, in memory)."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self._events: dict[Any, deque] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: Any) -> tuple[bool, float]:
+        """(allowed, seconds until the next event would be allowed)."""
+        if self.limit <= 0:
+            return True, 0.0
+        now = time.monotonic()
+        with self._lock:
+            events = self._events.setdefault(key, deque())
+            while events and events[0] <= now - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False, max(events[0] + self.window - now, 0.0)
+            events.append(now)
+            return True, 0.0
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers={"Content-Security-Policy": _CSP,
+                                                           "X-Content-Type-Options": "nosniff"})
+
+
+def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | None = None) -> dict[str, Any]:
+    """The leaderboard of verified submissions (newest per benchmark, strategy and submitter).
+
+    Ranks the metrics the server replayed, and only for benchmarks whose hash is the one
+    registered now.
+    """
+    benches = all_benchmarks()
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        bench = benches.get(row["benchmark_name"])
+        if row["status"] != "verified" or bench is None or bench.hash != row["benchmark_hash"]:
+            continue
+        if benchmark is not None and row["benchmark_name"] != benchmark:
+            continue
+        latest[(row["benchmark_name"], row["strategy_label"], row["submitter"])] = row
+    labels: dict[tuple[str, str], set[str]] = {}
+    for (bname, label, submitter) in latest:
+        labels.setdefault((bname, label), set()).add(submitter)
+    curves = []
+    for (bname, label, submitter), row in latest.items():
+        shown = label if len(labels[(bname, label)]) == 1 else f"{label} [{submitter}]"
+        for seed in json.loads(row["replayed"] or "[]"):
+            curves.append(Curve(bname, shown, int(seed["seed"]), list(seed["n_labeled"]), seed["metrics"],
+                                {"submission": row["id"], "submitter": submitter}))
+    return build_leaderboard(curves, benches)
+
+
+def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int = DEFAULT_RATE_LIMIT,
+               verify: bool = True) -> FastAPI:
+    """The FastAPI application on the database at ``db_url``.
+
+    verify: run the background verification worker (tests of the HTTP layer alone turn it off).
+    """
+    store = ServerStore(db_url)
+    worker = VerificationWorker(store) if verify else None
+    limiter = RateLimiter(rate_limit)
+    page_cache: dict[str, Any] = {"version": None, "html": None}
+    page_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if worker is not None:
+            worker.start()
+        yield
+        if worker is not None:
+            worker.stop()
+        store.close()
+
+    app = FastAPI(title="mmal leaderboard", version=str(SCHEMA_VERSION), lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.worker = worker
+    app.state.limiter = limiter
+
+    @app.post("/api/submissions", status_code=202)
+    async def submit(request: Request):
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                          **{"WWW-Authenticate": "Bearer"})
+        owner = await run_in_threadpool(store.authenticate, token.strip())
+        if owner is None:
+            return _error(401, "invalid or revoked token", **{"WWW-Authenticate": "Bearer"})
+        allowed, retry = limiter.allow(owner["id"])
+        if not allowed:
+            return _error(429, f"rate limit: at most {limiter.limit} submissions per minute per token",
+                          **{"Retry-After": str(int(retry) + 1)})
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+            return _error(413, f"request body larger than the limit of {max_body} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                return _error(413, f"request body larger than the limit of {max_body} bytes")
+        try:
+            data = json.loads(bytes(body).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            return _error(400, f"malformed JSON: {err}")
+        try:
+            doc = parse_submission(data, "submission")
+        except MmalError as err:
+            return _error(422, str(err))
+        submission_id = await run_in_threadpool(store.add_submission, owner, doc.model_dump(mode="json"), len(body))
+        if worker is not None:
+            worker.wake()
+        url = f"/api/submissions/{submission_id}"
+        return JSONResponse({"id": submission_id, "status": "pending", "status_url": url,
+                             "page_url": f"/submissions/{submission_id}"},
+                            status_code=202, headers={"Location": url})
+
+    @app.get("/api/submissions/{submission_id}")
+    def submission_status(submission_id: int):
+        row = store.submission(submission_id)
+        if row is None:
+            return _error(404, f"no submission {submission_id}")
+        return {
+            "id": row["id"], "status": row["status"], "reason": row["reason"],
+            "benchmark": {"name": row["benchmark_name"], "hash": row["benchmark_hash"]},
+            "strategy": row["strategy_label"], "submitter": row["submitter"],
+            "created_at": row["created_at"], "finished_at": row["finished_at"],
+        }
+
+    @app.get("/api/benchmarks")
+    def benchmarks():
+        out = []
+        for bench in all_benchmarks().values():
+            available, why = bench.available()
+            out.append({"name": bench.name, "hash": bench.hash, "version": bench.version,
+                        "available": available, "why": why or None, "spec": bench.canonical()})
+        return out
+
+    @app.get("/api/leaderboards/{benchmark}")
+    def leaderboard(benchmark: str):
+        benches = all_benchmarks()
+        if benchmark not in benches:
+            return _error(404, "unknown benchmark; see /api/benchmarks")
+        lb = leaderboard_from_submissions(store.submissions(with_replayed=True), benchmark)
+        tables = lb["benchmarks"]
+        return {"benchmark": benchmark, "hash": benches[benchmark].hash,
+                "rows": tables[0]["rows"] if tables else [], "curves": tables[0]["curves"] if tables else {}}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        version = store.version()
+        with page_lock:
+            if page_cache["version"] == version and page_cache["html"] is not None:
+                return _html(page_cache["html"])
+        lb = leaderboard_from_submissions(store.submissions(with_replayed=True))
+        counts = store.counts()
+        known = "".join(
+            f"<li><code>{html.escape(b.name)}</code> hash <code>{html.escape(b.hash)}</code></li>"
+            for b in all_benchmarks().values()
+        )
+        body = (
+            "<h1>mmal leaderboard</h1>"
+            f"<p>Only submissions the server verified by replay are ranked. Submissions: "
+            + ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(counts.items())) + ".</p>"
+            + html_sections(lb, link=lambda row: f"/submissions/{int(row['meta']['submission'])}")
+            + f"<section><h2>Benchmarks</h2><ul>{known}</ul></section>"
+        )
+        page = html_page("mmal leaderboard", body)
+        with page_lock:
+            page_cache.update(version=version, html=page)
+        return _html(page)
+
+    @app.get("/submissions/{submission_id}", response_class=HTMLResponse)
+    def submission_page(submission_id: int):
+        row = store.submission(submission_id, with_document=True)
+        e = html.escape
+        if row is None:
+            return _html(html_page("not found", f"<h1>No submission {int(submission_id)}</h1>"), 404)
+        doc = json.loads(row["document"])
+        facts = [
+            ("status", row["status"]), ("reason", row["reason"] or ""),
+            ("benchmark", f"{row['benchmark_name']} (hash {row['benchmark_hash']})"),
+            ("strategy", row["strategy_label"]), ("submitter", row["submitter"]),
+            ("plugin", f"{doc['plugin']['distribution']} {doc['plugin']['version']} (source {doc['plugin']['source_hash'][:16]})"),
+            ("environment", ", ".join(f"{k}={v}" for k, v in sorted(doc["environment"].items()) if v is not None)),
+        ]
+        body = [f"<h1>Submission {int(row['id'])}</h1><table class=\"facts\">"]
+        body += [f"<tr><th class=\"s\">{e(k)}</th><td class=\"s\">{e(str(v))}</td></tr>" for k, v in facts]
+        body.append("</table><h2>Claimed accuracy per round</h2><table class=\"claims\"><tr><th>seed</th>"
+                    "<th>n labeled</th><th>claimed accuracy</th><th>replayed</th></tr>")
+        replayed = {s["seed"]: s for s in json.loads(row["replayed"] or "[]")} if row.get("replayed") else {}
+        for run in doc["runs"]:
+            for r, claim in enumerate(run["rounds"]):
+                again = replayed.get(run["seed"])
+                value = again["metrics"][r].get("accuracy") if again and r < len(again["metrics"]) else None
+                acc = claim["metrics"].get("accuracy")
+                body.append(f"<tr><td>{e(str(run['seed']))}</td><td>{e(str(claim['n_labeled']))}</td>"
+                            f"<td>{e(str(acc))}</td><td>{e(str(value)) if value is not None else '-'}</td></tr>")
+        body.append("</table><p><a href=\"/\">back to the leaderboard</a></p>")
+        return _html(html_page(f"submission {int(row['id'])}", "".join(body)))
+
+    return app
+
+
+__all__ = ["create_app", "leaderboard_from_submissions", "metric_tolerance", "RateLimiter"]

@@ -1,0 +1,159 @@
+"""Helpers for testing a leaderboard deployment (used by mmal's own tests).
+
+* :func:`write_benchmark_plugin`: a benchmark plugin installed into a folder (put it on
+  ``PYTHONPATH``), found through the ``mmal`` entry-point group like any third-party plugin.
+* :class:`ServerProcess`: ``mmal serve`` in a subprocess on a free 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+#: A benchmark small enough for tests: 2 seeds x 3 rounds of a tiny model.
+TINY_BENCHMARK = {
+    "name": "tiny-missing",
+    "dataset": {"name": "synthetic-missing", "params": {"n_train": 240, "n_test": 120, "dim": 8}},
+    "model": {"name": "fusion-mlp", "params": {"epochs": 6, "hidden": 16, "min_steps": 10, "device": "cpu"}},
+    "budget": {"initial": 8, "per_round": 8, "rounds": 2},
+    "seeds": [0, 1],
+    "summary": "a tiny benchmark for tests",
+}
+
+_PLUGIN_SOURCE = '''"""Benchmarks registered by a test plugin."""
+import json
+from mmal_core import hookimpl
+from mmal_core.benchmarks import Benchmark
+
+SPECS = json.loads({specs!r})
+
+
+@hookimpl
+def mmal_register_benchmarks():
+    return [Benchmark(**spec) for spec in SPECS]
+'''
+
+
+def write_benchmark_plugin(folder: Path, specs: list[dict[str, Any]] | None = None,
+                           dist: str = "mmal-test-benchmarks", version: str = "0.1") -> Path:
+    """Install a plugin registering ``specs`` (Benchmark keyword arguments) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    module = dist.replace("-", "_")
+    (folder / f"{module}.py").write_text(_PLUGIN_SOURCE.format(specs=json.dumps(specs or [TINY_BENCHMARK])))
+    info = folder / f"{module}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[mmal]\n{dist} = {module}\n")
+    return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``mmal serve`` on 127.0.0.1 in a subprocess; :meth:`kill` sends SIGKILL."""
+
+    def __init__(self, db_url: str, env: dict[str, str] | None = None, port: int | None = None,
+                 extra_args: list[str] | None = None, log_path: Path | None = None):
+        self.db_url, self.port = db_url, port or free_port()
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.extra_args = extra_args or []
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "mmal_core", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--db", self.db_url, *self.extra_args]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mmal serve exited with status {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/benchmarks", timeout=2):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"mmal serve did not answer within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers run (the fault tests rely on that)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+_RUN_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from mmal_core.benchmarks import get_benchmark, run_benchmark
+from mmal_core.config import PluginSpec
+from mmal_core.store import Store
+from mmal_core.submission import build_submission
+db, out = sys.argv[1], sys.argv[2]
+bench = get_benchmark(sys.argv[3])
+for name in sys.argv[4:]:
+    spec = PluginSpec(name=name)
+    run_benchmark(bench, spec, db)
+    with Store(db, readonly=True) as store:
+        doc = build_submission(store, bench.experiment_name(spec))
+    with open(f"{out}/doc-{name}.json", "w") as fh:
+        json.dump(doc, fh)
+"""
+
+
+def plugin_env(site: Path) -> dict[str, str]:
+    """Environment variables that put the plugin folder ``site`` on a subprocess's path."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(site) + (os.pathsep + path if path else ""), "OMP_NUM_THREADS": "1"}
+
+
+def tiny_results(folder: Path, strategies: tuple[str, ...] = ("margin", "random")) -> dict[str, Any]:
+    """Run the tiny benchmark for ``strategies`` into ``folder`` (once; later calls reuse it).
+
+    Returns ``{"site": plugin folder, "db": results database, "docs": {strategy: document}}``.
+    """
+    folder = Path(folder)
+    site, db, done = folder / "site", folder / "results.db", folder / "done"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_benchmark_plugin(site)
+        subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(db), str(folder), TINY_BENCHMARK["name"], *strategies],
+                       env={**os.environ, **plugin_env(site)}, check=True, capture_output=True, timeout=600)
+        done.touch()
+    docs = {name: json.loads((folder / f"doc-{name}.json").read_text()) for name in strategies}
+    return {"site": site, "db": db, "docs": docs}

@@ -1,0 +1,386 @@
+"""Leaderboard submissions: a versioned JSON document, built from the results database, and
+its verification by replay.
+
+The document (schema version :data:`SCHEMA_VERSION`)::
+
+    {"schema_version": 1,
+     "benchmark": {"name": "synthetic-redundant", "hash": "8a7c9852427e7043"},
+     "strategy": {"name": "margin", "label": "margin", "params": {}},
+     "plugin": {"distribution": "mmal-strategies", "version": "0.1.0", "source_hash": "..."},
+     "environment": {"python": "3.11.2", "torch": "2.13.0", "mmal": "0.1.0", "device": "cpu", ...},
+     "runs": [{"seed": 0, "initial_ids": [...],
+               "rounds": [{"round": 0, "n_labeled": 20, "queried_ids": [...],
+                           "metrics": {"accuracy": 0.61, ...}, "timings": {"train": 0.2, ...}}, ...]},
+              ...]}
+
+Verification (:func:`verify_submission`) trusts nothing but the benchmark hash: it rebuilds
+the benchmark's dataset for every seed, checks that the initial set is the one the loop draws
+for that seed, that every round queries the right number of distinct, unlabeled pool ids,
+and then, round by round, retrains the benchmark's model on the claimed labeled set with
+:func:`mmal_core.loop.train_round_model` and recomputes the metrics with
+:func:`mmal_core.loop.round_metrics` -- the very functions the loop uses, so a run replayed on
+CPU gives the numbers it recorded. Each compared metric (the benchmark's ``metrics``) may
+differ from the claim by at most :func:`metric_tolerance` (one test sample's worth, to allow
+for floating-point differences between machines); leaderboards then rank the *replayed*
+values, never the claimed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import format_validation_error
+from .errors import MmalError
+
+SCHEMA_VERSION = 1
+
+
+# -- the schema -------------------------------------------------------------------------------
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BenchmarkRef(_Doc):
+    name: str = Field(min_length=1, max_length=200)
+    hash: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
+class StrategyRef(_Doc):
+    name: str = Field(min_length=1, max_length=200)
+    label: str = Field(min_length=1, max_length=500)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginRef(_Doc):
+    distribution: str = Field(min_length=1, max_length=200)
+    version: str = Field(min_length=1, max_length=100)
+    source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Environment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    python: str = Field(max_length=100)
+    torch: str | None = Field(default=None, max_length=100)
+    mmal: str = Field(max_length=100)
+    device: str | None = Field(default=None, max_length=200)
+
+
+class RoundClaim(_Doc):
+    round: int = Field(ge=0)
+    n_labeled: int = Field(ge=0)
+    queried_ids: list[int]
+    metrics: dict[str, Any]
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class SeedClaim(_Doc):
+    seed: int = Field(ge=0)
+    initial_ids: list[int]
+    rounds: list[RoundClaim] = Field(min_length=1)
+
+
+class Submission(_Doc):
+    """A leaderboard submission (schema version 1)."""
+
+    schema_version: Literal[1]
+    benchmark: BenchmarkRef
+    strategy: StrategyRef
+    plugin: PluginRef
+    environment: Environment
+    runs: list[SeedClaim] = Field(min_length=1, max_length=64)
+
+
+def parse_submission(data: Any, source: str = "submission") -> Submission:
+    """Validate a decoded JSON document; raises :class:`MmalError` naming the key at fault.
+
+    The schema version is checked first, so a document of another version gets that
+    message rather than a list of unknown keys.
+    """
+    if not isinstance(data, dict):
+        raise MmalError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
+    if "schema_version" not in data:
+        raise MmalError(f"{source}: schema_version: required key is missing (this mmal reads version {SCHEMA_VERSION})")
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise MmalError(f"{source}: schema_version {version!r} is not supported; this mmal reads version {SCHEMA_VERSION}")
+    try:
+        return Submission.model_validate(data)
+    except ValidationError as err:
+        raise MmalError(format_validation_error(err, source)) from None
+
+
+# -- building a submission from the results database ---------------------------------------------------
+def source_hash(strategy_name: str) -> str:
+    """SHA-256 (hex) of the Python sources of the package that defines strategy ``strategy_name``.
+
+    Every ``*.py`` file under the top-level package, in sorted order, with its relative path.
+    """
+    from .plugins import get_plugin_manager
+
+    cls = get_plugin_manager().get("strategy", strategy_name)
+    top = cls.__module__.split(".")[0]
+    module = sys.modules.get(top) or importlib.import_module(top)
+    digest = hashlib.sha256()
+    paths = getattr(module, "__path__", None)
+    if paths:
+        root = Path(list(paths)[0])
+        files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    else:
+        root_file = Path(inspect.getfile(module))
+        root, files = root_file.parent, [root_file]
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _select_runs(store, selector: str, strategy: str | None) -> tuple[int, list[dict[str, Any]]]:
+    if selector.startswith("run:"):
+        number = selector[4:]
+        runs = [r for r in store.runs() if number.isdigit() and r["id"] == int(number)]
+        if not runs:
+            raise MmalError(f"{selector}: no such run in {store.path}")
+        experiment_id = runs[0]["experiment_id"]
+        strategy = strategy or runs[0]["strategy_label"]
+    else:
+        experiment_id = store.resolve_experiment(selector)
+    runs = store.runs(experiment_id)
+    labels = sorted({r["strategy_label"] for r in runs})
+    if strategy is not None:
+        if strategy not in labels:
+            raise MmalError(f"--strategy {strategy}: experiment {selector} has no runs of it; it has {', '.join(labels)}")
+        runs = [r for r in runs if r["strategy_label"] == strategy]
+    elif len(labels) > 1:
+        raise MmalError(f"{selector}: the experiment holds several strategies ({', '.join(labels)}); pick one with --strategy")
+    return experiment_id, runs
+
+
+def build_submission(store, selector: str, strategy: str | None = None) -> dict[str, Any]:
+    """The submission document for one strategy's runs of a benchmark in ``store``.
+
+    selector: an experiment name or id (``mmal bench run`` prints it), or ``run:ID`` for the
+    experiment and strategy of that run. Every seed of the benchmark must be finished.
+    """
+    from .benchmarks import all_benchmarks, strategy_distribution
+
+    experiment_id, runs = _select_runs(store, selector, strategy)
+    finished = [r for r in runs if r["status"] == "finished"]
+    if not finished:
+        raise MmalError(f"{selector}: no finished runs to submit (run `mmal bench run` to finish them)")
+    benches = [b for b in all_benchmarks().values() if b.matches_run(finished[0])]
+    if not benches:
+        raise MmalError(
+            f"{selector}: its runs match no installed benchmark (dataset, model, budget and seeds must equal "
+            "a benchmark's; see `mmal bench list`)"
+        )
+    bench = benches[0]
+    by_seed: dict[int, dict[str, Any]] = {}
+    for run in finished:
+        if bench.matches_run(run):
+            by_seed[run["seed"]] = run
+    missing = sorted(set(bench.seeds) - set(by_seed))
+    if missing:
+        raise MmalError(
+            f"{selector}: benchmark '{bench.name}' needs seeds {list(bench.seeds)}, runs for {missing} are missing "
+            f"or unfinished; run `mmal bench run {bench.name} --strategy {finished[0]['strategy_label']}`"
+        )
+    first = by_seed[bench.seeds[0]]
+    dist, version = strategy_distribution(first["strategy"])
+    env = store.experiment_row(experiment_id)["environment"]
+    seeds = []
+    for seed in bench.seeds:
+        run = by_seed[seed]
+        rounds = store.rounds(run["id"])
+        seeds.append({
+            "seed": seed,
+            "initial_ids": run["initial_ids"],
+            "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "queried_ids": r.queried_ids,
+                        "metrics": r.metrics, "timings": r.timings} for r in rounds],
+        })
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "benchmark": {"name": bench.name, "hash": bench.hash},
+        "strategy": {"name": first["strategy"], "label": first["strategy_label"], "params": first["strategy_params"]},
+        "plugin": {"distribution": dist, "version": version, "source_hash": source_hash(first["strategy"])},
+        "environment": {
+            "python": env.get("python", sys.version.split()[0]),
+            "torch": env.get("torch"),
+            "mmal": env.get("mmal", "?"),
+            "device": env.get("device"),
+            "platform": env.get("platform"),
+            "numpy": env.get("numpy"),
+        },
+        "runs": seeds,
+    }
+    parse_submission(json.loads(json.dumps(doc)), "built submission")  # our own output must be valid
+    return doc
+
+
+# -- verification by replay ------------------------------------------------------------------------------
+def metric_tolerance(n_test: int) -> float:
+    """Largest accepted |claimed - replayed| for a metric: one test sample's worth (1 / n_test)."""
+    return 1.0 / max(int(n_test), 1)
+
+
+@dataclass
+class Verdict:
+    """Outcome of a replay: ``status`` is ``verified`` or ``rejected`` (then ``reason`` says why)."""
+
+    status: str
+    reason: str = ""
+    replayed: list[dict[str, Any]] = field(default_factory=list)
+    rounds_trained: int = 0
+
+
+class ReplayCache:
+    """Thread-safe LRU of replayed round metrics, keyed by (benchmark hash, seed, round, labeled set).
+
+    Every strategy starts from the same initial set, so round 0 of each seed is trained once
+    per benchmark; resubmissions cost nothing.
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._datasets: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: str, metrics: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = metrics
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def dataset(self, bench, seed: int):
+        from . import load_dataset
+
+        key = (bench.hash, int(seed))
+        with self._lock:
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key]
+        dataset = load_dataset(bench.dataset.name, seed=seed, **bench.dataset.params)
+        with self._lock:
+            self._datasets[key] = dataset
+            while len(self._datasets) > 8:
+                self._datasets.popitem(last=False)
+        return dataset
+
+
+def _reject(reason: str) -> Verdict:
+    return Verdict("rejected", reason)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verdict:
+    """Replay ``doc`` and compare; never raises for a bad claim (it is rejected with a reason)."""
+    from .benchmarks import all_benchmarks, benchmark_by_hash
+    from .loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
+    from .metrics import get_metric
+
+    cache = cache or ReplayCache()
+    bench = benchmark_by_hash(doc.benchmark.hash)
+    if bench is None:
+        known = ", ".join(f"{b.name}={b.hash}" for b in all_benchmarks().values())
+        return _reject(f"unknown benchmark hash {doc.benchmark.hash} (this server knows {known})")
+    if bench.name != doc.benchmark.name:
+        return _reject(f"benchmark hash {bench.hash} is '{bench.name}', not '{doc.benchmark.name}'")
+    available, why = bench.available()
+    if not available:
+        return _reject(f"benchmark '{bench.name}' cannot be replayed here: {why}")
+    seeds = [run.seed for run in doc.runs]
+    if sorted(seeds) != sorted(bench.seeds):
+        return _reject(f"benchmark '{bench.name}' needs exactly the seeds {list(bench.seeds)}, got {seeds}")
+    counts = bench.labeled_counts()
+    schedule = bench.budget.schedule
+    replayed: list[dict[str, Any]] = []
+    trained = 0
+    for run in sorted(doc.runs, key=lambda r: r.seed):
+        where = f"seed {run.seed}"
+        dataset = cache.dataset(bench, run.seed)
+        pool = dataset.train
+        tolerance = metric_tolerance(len(dataset.test))
+        position_of = {int(i): p for p, i in enumerate(pool.ids)}
+        rng = np.random.default_rng(derive_seed(run.seed, _STREAM_INITIAL))
+        expected = initial_set(pool.labels, bench.budget.initial, bench.budget.stratified, rng)
+        if sorted(run.initial_ids) != sorted(pool.ids[expected].tolist()):
+            return _reject(f"{where}: initial_ids are not the benchmark's initial set for this seed")
+        if len(run.rounds) != bench.n_rounds:
+            return _reject(f"{where}: {len(run.rounds)} rounds, benchmark '{bench.name}' has {bench.n_rounds}")
+        is_labeled = np.zeros(len(pool), dtype=bool)
+        is_labeled[expected] = True
+        seed_metrics, state = [], None
+        for r, claim in enumerate(run.rounds):
+            at = f"{where} round {r}"
+            if claim.round != r:
+                return _reject(f"{at}: round number {claim.round}, expected {r}")
+            if claim.n_labeled != counts[r] or int(is_labeled.sum()) != counts[r]:
+                return _reject(f"{at}: n_labeled {claim.n_labeled}, the benchmark's schedule gives {counts[r]}")
+            want = schedule[r] if r < len(schedule) else 0
+            if len(claim.queried_ids) != want:
+                return _reject(f"{at}: {len(claim.queried_ids)} queried ids, the schedule buys {want}")
+            if len(set(claim.queried_ids)) != len(claim.queried_ids):
+                return _reject(f"{at}: queried_ids contain duplicates")
+            outside = [i for i in claim.queried_ids if i not in position_of]
+            if outside:
+                return _reject(f"{at}: queried id {outside[0]} is not in the pool")
+            picks = np.array([position_of[i] for i in claim.queried_ids], dtype=np.int64)
+            if picks.size and is_labeled[picks].any():
+                return _reject(f"{at}: queried id {int(pool.ids[picks[is_labeled[picks]][0]])} was already labeled")
+            labeled = np.flatnonzero(is_labeled)
+            key = hashlib.sha256(
+                json.dumps([bench.hash, run.seed, r, labeled.tolist()]).encode()
+            ).hexdigest()
+            metrics = None if bench.model.warm_start else cache.get(key)
+            if metrics is None:
+                try:
+                    model = train_round_model(bench.model, dataset, labeled, run.seed, r, init_state=state)
+                    metrics = json.loads(json.dumps(round_metrics(model, dataset, labeled), default=float))
+                except MmalError as err:
+                    return _reject(f"{at}: replay failed: {err}")
+                trained += 1
+                if bench.model.warm_start:
+                    state = model.state()
+                else:
+                    cache.put(key, metrics)
+            for path in bench.metrics:
+                claimed = _number(get_metric(claim.metrics, path))
+                actual = _number(get_metric(metrics, path))
+                if claimed is None:
+                    return _reject(f"{at}: metric '{path}' is missing or not a number in the claim")
+                if actual is None:
+                    return _reject(f"{at}: the replay produced no metric '{path}'")
+                if abs(claimed - actual) > tolerance:
+                    return _reject(
+                        f"{at}: claimed {path} {claimed:.6g} but the replay gives {actual:.6g} "
+                        f"(tolerance {tolerance:.3g})"
+                    )
+            seed_metrics.append(metrics)
+            is_labeled[picks] = True
+        replayed.append({"seed": run.seed, "n_labeled": counts, "metrics": seed_metrics})
+    return Verdict("verified", "", replayed, trained)

@@ -1,0 +1,261 @@
+"""Modality-utilization metrics: how much the fused model uses each modality.
+
+Computed every round on the test split (:func:`utilization`) and, after selection, on the
+queried batch (:func:`query_metrics`). All results are plain nested dicts of floats keyed by
+modality name, stored in the round's metrics:
+
+``shapley_accuracy.{m}``, ``shapley_log_likelihood.{m}``
+    Exact Shapley value of modality ``m`` (Shapley, 1953) for the cooperative game whose
+    players are the modalities and whose value ``v(S)`` is the test accuracy (or mean test
+    log-likelihood ``mean_i log p(y_i | x_i restricted to S)``) of the fused model when only the
+    modalities in ``S`` are present (the others masked as missing). The empty coalition
+    predicts the label prior: the class frequencies of the labeled set, add-one smoothed so
+    that its log-likelihood is finite. Exact enumeration of the ``2^M`` coalitions, hence
+    ``M <= 8`` (:data:`MAX_SHAPLEY_MODALITIES`). Efficiency holds: the values sum to
+    ``v(all) - v(empty)``.
+``contribution.{m}``
+    Normalised contribution ``c_m = max(phi_m, 0) / sum_k max(phi_k, 0)`` from the accuracy
+    Shapley values ``phi`` (a modality that hurts gets 0; uniform ``1/M`` when no modality
+    helps). The ``c_m`` sum to 1.
+``imbalance``
+    Imbalance degree ``(M * max_m c_m - 1) / (M - 1)`` in [0, 1]: 0 when every modality
+    contributes equally, 1 when a single modality carries everything (0 when ``M = 1``).
+``drop_accuracy.{m}``
+    Test accuracy of the fused model with modality ``m`` masked out everywhere.
+``head_accuracy.{m}``
+    Accuracy of the unimodal (auxiliary) head of ``m`` on the test samples that have ``m``
+    (only for models that provide ``modality_probs``).
+``probe_accuracy.{m}``
+    Accuracy, on test samples that have ``m``, of a linear probe (L2-regularised multinomial
+    logistic regression, :func:`fit_linear_probe`) trained on the encoder output of ``m``
+    for the labeled samples that have ``m`` (only for models that provide
+    ``modality_embeddings``).
+``query.class_histogram.{c}``, ``query.missing_fraction.{m}``, ``query.difficulty``
+    Of the batch queried this round: label counts per class, fraction of samples missing each
+    modality, and the mean of the generator's per-sample ``Split.difficulty`` when the dataset
+    provides one.
+"""
+
+from __future__ import annotations
+
+from math import factorial
+from typing import Any
+
+import numpy as np
+
+from .errors import MmalError
+
+#: Exact Shapley values enumerate 2^M coalitions; beyond this they are refused.
+MAX_SHAPLEY_MODALITIES = 8
+
+
+def check_modality_count(n_modalities: int, where: str) -> None:
+    """Raise :class:`MmalError` when exact Shapley metrics cannot be computed for ``n_modalities``."""
+    if n_modalities > MAX_SHAPLEY_MODALITIES:
+        raise MmalError(
+            f"{where}: exact Shapley utilization metrics support at most {MAX_SHAPLEY_MODALITIES} modalities, "
+            f"the dataset has {n_modalities}; set 'metrics: {{utilization: false}}' in the config to skip them"
+        )
+
+
+def coalition_masks(n_modalities: int) -> np.ndarray:
+    """(2^M, M) bool: row ``s`` has modality ``j`` present iff bit ``j`` of ``s`` is set."""
+    s = np.arange(2**n_modalities)[:, None]
+    return ((s >> np.arange(n_modalities)[None, :]) & 1).astype(bool)
+
+
+def shapley_from_coalitions(values: np.ndarray) -> np.ndarray:
+    """Exact Shapley values from the value of every coalition.
+
+    values: (2^M, ...) array; ``values[s]`` is the value of the coalition whose members are the
+        set bits of ``s`` (``values[0]`` the empty coalition). Trailing axes are batched, so
+        per-sample games (``(2^M, n)``) are solved at once.
+    Returns: (M, ...) array ``phi`` with ``phi.sum(0) == values[-1] - values[0]`` (efficiency).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n_coalitions = values.shape[0]
+    M = n_coalitions.bit_length() - 1
+    if n_coalitions != 2**M or M < 1:
+        raise MmalError(f"shapley: expected 2^M coalition values, got {n_coalitions}")
+    sizes = coalition_masks(M).sum(axis=1)
+    weight = np.array([factorial(k) * factorial(M - k - 1) / factorial(M) for k in range(M)])
+    phi = np.zeros((M,) + values.shape[1:])
+    for j in range(M):
+        without = np.flatnonzero(((np.arange(n_coalitions) >> j) & 1) == 0)
+        gain = values[without | (1 << j)] - values[without]
+        w = weight[sizes[without]].reshape((-1,) + (1,) * (values.ndim - 1))
+        phi[j] = (w * gain).sum(axis=0)
+    return phi
+
+
+def label_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) class frequencies of ``labels``, add-one smoothed (never zero)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return (counts + 1.0) / (counts.sum() + n_classes)
+
+
+def normalised_contributions(phi: dict[str, float]) -> dict[str, float]:
+    """``max(phi_m, 0) / sum_k max(phi_k, 0)``; uniform when no modality has a positive value."""
+    names = list(phi)
+    pos = np.maximum(np.array([phi[m] for m in names], dtype=np.float64), 0.0)
+    pos = np.where(np.isfinite(pos), pos, 0.0)
+    share = pos / pos.sum() if pos.sum() > 0 else np.full(len(names), 1.0 / max(len(names), 1))
+    return {m: float(c) for m, c in zip(names, share)}
+
+
+def imbalance_degree(contributions: dict[str, float]) -> float:
+    """``(M * max_m c_m - 1) / (M - 1)``: 0 balanced, 1 when one modality carries everything."""
+    c = np.array(list(contributions.values()), dtype=np.float64)
+    M = len(c)
+    if M <= 1:
+        return 0.0
+    return float(np.clip((M * c.max() - 1.0) / (M - 1.0), 0.0, 1.0))
+
+
+def fit_linear_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-2, max_iter: int = 200):
+    """Multinomial logistic regression on standardised features, deterministic and fast.
+
+    x: (n, d) features; y: (n,) labels in ``[0, n_classes)``.
+    Minimises ``mean cross-entropy + l2 / 2 * ||W||^2`` (the bias is not penalised) by
+    Nesterov-accelerated gradient descent with step ``1 / L`` from the bound
+    ``L = ||X||_2^2 / (2 n) + l2`` on the curvature (strongly convex: converges linearly);
+    stops after ``max_iter`` steps or when the gradient is tiny. Pure numpy, O(max_iter n d C).
+    Returns a function mapping (m, d) features to (m,) predicted labels. With a single class
+    in ``y`` the probe predicts that class.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    classes = np.unique(y)
+    if len(classes) == 1:
+        only = int(classes[0])
+        return lambda z: np.full(len(z), only, dtype=np.int64)
+    n, d = x.shape
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    xs = np.hstack([(x - mu) / sd, np.ones((n, 1))])  # last column: the bias
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), y] = 1.0
+    penalty = np.full((d + 1, 1), l2)
+    penalty[-1] = 0.0
+    step = 1.0 / (np.linalg.norm(xs, 2) ** 2 / (2.0 * n) + l2)
+    w = np.zeros((d + 1, n_classes))
+    look = w.copy()
+    t = 1.0
+    for _ in range(max_iter):
+        logits = xs @ look
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = xs.T @ (p - onehot) / n + penalty * look
+        if np.abs(grad).max() < 1e-6:
+            w = look
+            break
+        w_next = look - step * grad
+        t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        look = w_next + ((t - 1.0) / t_next) * (w_next - w)
+        w, t = w_next, t_next
+    return lambda z: (((np.asarray(z, dtype=np.float64) - mu) / sd) @ w[:-1] + w[-1]).argmax(axis=1)
+
+
+def _accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else float("nan")
+
+
+def _log_likelihood(labels: np.ndarray, probs: np.ndarray) -> float:
+    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
+    return float(np.mean(np.log(np.clip(p, 1e-12, None))))
+
+
+def coalition_probs(model: Any, split: Any, names: list[str]) -> list[np.ndarray]:
+    """Fused (n, C) probabilities on ``split`` for every non-empty coalition, indexed by bitmask.
+
+    Entry ``s`` (1 <= s < 2^M) is the prediction with only the modalities of bitmask ``s``
+    present; entry 0 is None (the empty coalition is the label prior, see :func:`utilization`).
+    Uses one ``subset_probs`` pass when the model provides it, else one masked pass per coalition.
+    """
+    M = len(names)
+    masks = coalition_masks(M)
+    out: list[Any] = [None] * (2**M)
+    if "subset_probs" in model.provided():
+        subsets = model.predict(split, want={"subset_probs"})["subset_probs"]
+        for s in range(1, 2**M):
+            out[s] = subsets[tuple(m for m, keep in zip(names, masks[s]) if keep)]
+    else:
+        for s in range(1, 2**M):
+            out[s] = model.predict(split, want={"probs"}, keep=masks[s])["probs"]
+    return out
+
+
+def utilization(model: Any, dataset: Any, labeled: np.ndarray) -> dict[str, Any]:
+    """Modality-utilization metrics of a fitted model (see the module docstring).
+
+    model: a fitted :class:`mmal_core.model.Model`.
+    dataset: the :class:`~mmal_core.data.MultimodalDataset`; metrics use ``dataset.test``.
+    labeled: positions of the labeled set in ``dataset.train`` (label prior, linear probes).
+    """
+    names = dataset.modality_names
+    M = len(names)
+    check_modality_count(M, f"dataset '{dataset.name}'")
+    test, pool = dataset.test, dataset.train
+    y = test.labels
+    labeled = np.asarray(labeled, dtype=np.int64)
+    C = dataset.n_classes
+    probs = coalition_probs(model, test, names)
+    prior = label_prior(pool.labels[labeled], C)
+    probs[0] = np.broadcast_to(prior, (len(y), C))
+    acc = np.array([_accuracy(y, p) for p in probs])
+    ll = np.array([_log_likelihood(y, p) for p in probs])
+    phi_acc = shapley_from_coalitions(acc)
+    phi_ll = shapley_from_coalitions(ll)
+    full = 2**M - 1
+    out: dict[str, Any] = {
+        "shapley_accuracy": {m: float(v) for m, v in zip(names, phi_acc)},
+        "shapley_log_likelihood": {m: float(v) for m, v in zip(names, phi_ll)},
+    }
+    out["contribution"] = normalised_contributions(out["shapley_accuracy"])
+    out["imbalance"] = imbalance_degree(out["contribution"])
+    out["drop_accuracy"] = {m: float(acc[full & ~(1 << j)]) for j, m in enumerate(names)}
+    provided = model.provided()
+    want = {w for w in ("modality_probs", "modality_embeddings") if w in provided}
+    if not want:
+        return out
+    test_out = model.predict(test, want=want)
+    if "modality_probs" in test_out:
+        out["head_accuracy"] = {
+            m: _accuracy(y[test.mask[:, j]], test_out["modality_probs"][m][test.mask[:, j]]) for j, m in enumerate(names)
+        }
+    if "modality_embeddings" in test_out:
+        lab_emb = model.predict(pool, labeled, want={"modality_embeddings"})["modality_embeddings"]
+        probe: dict[str, float] = {}
+        for j, m in enumerate(names):
+            have_l = pool.mask[labeled, j]
+            have_t = test.mask[:, j]
+            if not have_l.any() or not have_t.any():
+                probe[m] = float("nan")
+                continue
+            predict = fit_linear_probe(lab_emb[m][have_l], pool.labels[labeled][have_l], C)
+            probe[m] = float(np.mean(predict(test_out["modality_embeddings"][m][have_t]) == y[have_t]))
+        out["probe_accuracy"] = probe
+    return out
+
+
+def query_metrics(pool: Any, chosen: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Facts about the batch queried this round.
+
+    pool: the train :class:`~mmal_core.data.Split`; chosen: positions of the queried samples.
+    Returns ``{"class_histogram": {"0": count, ...}, "missing_fraction": {m: frac},
+    "difficulty": mean}`` (``difficulty`` only when ``pool.difficulty`` exists).
+    """
+    chosen = np.asarray(chosen, dtype=np.int64)
+    counts = np.bincount(pool.labels[chosen], minlength=n_classes)
+    out: dict[str, Any] = {
+        "class_histogram": {str(c): int(k) for c, k in enumerate(counts)},
+        "missing_fraction": {
+            m: float(np.mean(~pool.mask[chosen, j])) if len(chosen) else float("nan")
+            for j, m in enumerate(pool.modalities)
+        },
+    }
+    if pool.difficulty is not None and len(chosen):
+        out["difficulty"] = float(np.mean(pool.difficulty[chosen]))
+    return out

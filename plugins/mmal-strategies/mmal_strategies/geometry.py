@@ -1,0 +1,378 @@
+"""Distance kernels shared by the diversity strategies: k-center greedy, k-means++, k-means.
+
+Every kernel works on torch tensors in float32 (on CUDA when torch sees a GPU, on the CPU
+otherwise), never materialises an n x n matrix, and keeps its temporary blocks below
+``chunk_bytes`` (default :data:`CHUNK_BYTES`), so that the peak extra memory of a selection
+stays within about twice the pool's feature array.
+
+The two greedy kernels take the geometry as a callable, so that one implementation serves
+plain Euclidean embeddings, BADGE's factorised gradient embeddings and the block-wise
+(per-modality) gradient embeddings of multimodal strategies::
+
+    sqdist_from(i) -> (n,) tensor or array of squared distances from pool point i to every
+                      pool point (0 at i itself)
+
+Two ready-made providers implement it: :class:`EuclideanDistances` (rows of an (n, d)
+array) and :class:`GradientEmbeddingDistances` (gradient embeddings g_i = a_i (x) e_i,
+optionally in several blocks, from their factors only). Randomness comes only from the
+numpy ``rng`` passed in, so a seed reproduces the picks.
+
+References: Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set
+Approach", ICLR 2018 (k-center greedy); Arthur & Vassilvitskii, "k-means++: The Advantages
+of Careful Seeding", SODA 2007; Ash et al., "Deep Batch Active Learning by Diverse,
+Uncertain Gradient Lower Bounds" (BADGE), ICLR 2020; Lloyd (1982) for k-means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Default cap, in bytes, of any temporary block a kernel allocates (distance blocks etc.).
+CHUNK_BYTES = 32 * 2**20
+
+
+def resolve_device(device: Any = "auto"):
+    """A ``torch.device``: ``"auto"`` means CUDA when torch sees a GPU, else the CPU."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_float_tensor(x: Any, device: Any = "auto"):
+    """``x`` as a float32 torch tensor on ``device`` (no copy for a float32 CPU array on CPU)."""
+    import torch
+
+    device = resolve_device(device)
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=torch.float32)
+    arr = np.asarray(x)
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    return torch.from_numpy(arr).to(device)
+
+
+def _rows_per_block(n_cols: int, chunk_bytes: int) -> int:
+    return max(1, int(chunk_bytes) // (4 * max(1, n_cols)))
+
+
+class EuclideanDistances:
+    """Squared Euclidean distances from one row of ``points`` to all rows.
+
+    points: (n, d) array or tensor. ``self(i)`` returns an (n,) float32 tensor
+    ``||x_i - x_j||^2`` computed as ``||x_i||^2 + ||x_j||^2 - 2 x_i.x_j`` (one matrix-vector
+    product, O(n d) time, O(n) memory), clamped at 0.
+    """
+
+    def __init__(self, points: Any, device: Any = "auto"):
+        self.points = as_float_tensor(points, device)
+        if self.points.ndim != 2:
+            raise ValueError(f"points: expected an (n, d) array, got shape {tuple(self.points.shape)}")
+        self.sqnorms = (self.points * self.points).sum(dim=1)
+        self.n = int(self.points.shape[0])
+
+    def __call__(self, i: int):
+        d = self.sqnorms + self.sqnorms[i] - 2.0 * (self.points @ self.points[i])
+        d.clamp_(min=0.0)
+        d[i] = 0.0
+        return d
+
+    def to_rows(self, others: Any, chunk_bytes: int = CHUNK_BYTES):
+        """(n,) squared distance from each point to its nearest row of ``others`` (m, d).
+
+        Returns +inf everywhere when ``others`` has no rows. Works block-wise on ``others``,
+        so at most ``chunk_bytes`` of distances exist at once.
+        """
+        return min_sqdist(self.points, others, chunk_bytes=chunk_bytes, device=self.points.device)
+
+
+def min_sqdist(points: Any, centers: Any, *, chunk_bytes: int = CHUNK_BYTES, device: Any = "auto"):
+    """(n,) float32 tensor: squared Euclidean distance from each point to its nearest center.
+
+    points: (n, d); centers: (m, d). +inf everywhere when m == 0. The (n, m) distance matrix
+    is computed in column blocks of at most ``chunk_bytes``.
+    """
+    import torch
+
+    x = as_float_tensor(points, device)
+    out = torch.full((x.shape[0],), float("inf"), dtype=torch.float32, device=x.device)
+    if centers is None or len(centers) == 0:
+        return out
+    c = as_float_tensor(centers, x.device)
+    if c.ndim != 2 or c.shape[1] != x.shape[1]:
+        raise ValueError(f"centers: expected shape (m, {x.shape[1]}), got {tuple(c.shape)}")
+    xn = (x * x).sum(dim=1, keepdim=True)
+    step = _rows_per_block(x.shape[0], chunk_bytes)
+    for start in range(0, c.shape[0], step):
+        block = c[start : start + step]
+        d = xn + (block * block).sum(dim=1)[None, :] - 2.0 * (x @ block.T)
+        torch.minimum(out, d.min(dim=1).values.clamp_(min=0.0), out=out)
+    return out
+
+
+class GradientEmbeddingDistances:
+    """Squared distances between gradient embeddings known only through their factors.
+
+    A gradient embedding is the outer product g_i = a_i (x) e_i (for BADGE, a_i = p_i -
+    onehot(y_hat_i) of length C and e_i the penultimate-layer embedding of length d), and
+    optionally a concatenation of several such blocks ``g_i = [a_i^1 (x) e_i^1, ...,
+    a_i^B (x) e_i^B]`` (per-modality blocks; scale a block by s_i by multiplying its e_i by
+    s_i). The distance uses
+
+        ||g_i - g_j||^2 = sum_b ||a_i^b||^2 ||e_i^b||^2 + ||a_j^b||^2 ||e_j^b||^2
+                          - 2 (a_i^b . a_j^b)(e_i^b . e_j^b)
+
+    so ``self(i)`` costs O(n (C + d)) per block and the n x (C d) matrix is never built.
+
+    blocks: sequence of (a, e) pairs, a: (n, C_b), e: (n, d_b). A single pair may be given
+    as ``GradientEmbeddingDistances([(a, e)])``.
+    """
+
+    def __init__(self, blocks: Sequence[tuple[Any, Any]], device: Any = "auto"):
+        dev = resolve_device(device)
+        self.blocks = []
+        self.sqnorms = None
+        for a, e in blocks:
+            a_t, e_t = as_float_tensor(a, dev), as_float_tensor(e, dev)
+            if a_t.ndim != 2 or e_t.ndim != 2 or a_t.shape[0] != e_t.shape[0]:
+                raise ValueError("blocks: each block needs a: (n, C) and e: (n, d) with the same n")
+            an, en = (a_t * a_t).sum(dim=1), (e_t * e_t).sum(dim=1)
+            self.blocks.append((a_t, e_t))
+            self.sqnorms = an * en if self.sqnorms is None else self.sqnorms + an * en
+        if not self.blocks:
+            raise ValueError("blocks: give at least one (a, e) pair")
+        self.n = int(self.sqnorms.shape[0])
+
+    def __call__(self, i: int):
+        d = self.sqnorms + self.sqnorms[i]
+        for a, e in self.blocks:
+            d = d - 2.0 * (a @ a[i]) * (e @ e[i])
+        d.clamp_(min=0.0)
+        d[i] = 0.0
+        return d
+
+
+def kcenter_greedy(
+    n: int,
+    budget: int,
+    sqdist_from: Callable[[int], Any],
+    rng: np.random.Generator,
+    *,
+    min_sqdist: Any = None,
+) -> np.ndarray:
+    """Greedy k-center selection (Sener & Savarese, 2018): ``budget`` pool positions.
+
+    n: pool size; sqdist_from: see the module docstring; min_sqdist: optional (n,) squared
+    distance from each pool point to the already-labeled set (+inf or None when nothing is
+    labeled, e.g. from :func:`min_sqdist`). Each step picks the point farthest from every
+    center so far (first maximum on ties) and updates the one (n,) min-distance vector with
+    that point's distances: O(budget * cost(sqdist_from)) time, O(n) extra memory. When no
+    distance is finite yet (no labeled set), the first pick is drawn uniformly from ``rng``.
+    Returns (budget,) int64 positions in pick order.
+    """
+    import torch
+
+    _check_budget(n, budget)
+    picks = np.empty(budget, dtype=np.int64)
+    if budget == 0:
+        return picks
+    best = None
+    if min_sqdist is not None:
+        best = torch.as_tensor(min_sqdist).to(torch.float32).clone()
+        if not torch.isfinite(best).any():
+            best = None
+    for k in range(budget):
+        if best is None:
+            i = int(rng.integers(n))
+        else:
+            i = int(torch.argmax(best))
+        picks[k] = i
+        d = torch.as_tensor(sqdist_from(i))
+        if best is None:
+            best = d.to(torch.float32).clone()
+        else:
+            torch.minimum(best, d.to(best.device, torch.float32), out=best)
+        best[i] = -1.0  # never again: a chosen point is a center
+    return picks
+
+
+def kmeanspp(
+    n: int,
+    budget: int,
+    rng: np.random.Generator,
+    sqdist_from: Callable[[int], Any],
+    *,
+    first: int | None = None,
+    min_sqdist: Any = None,
+) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007): ``budget`` distinct pool positions.
+
+    n: pool size; sqdist_from: see the module docstring. first: position of the first
+    center (BADGE passes the largest gradient norm), or None to draw it from ``rng``
+    (uniformly, or proportionally to ``min_sqdist`` when given). min_sqdist: optional (n,)
+    squared distance to existing centers (e.g. the labeled set) that seeds the D^2 weights.
+    Every next center is drawn with probability D(x)^2 / sum D^2, where D is the distance
+    to the nearest center so far; when every remaining D is 0 (duplicates) the draw is
+    uniform over the points not yet picked. One draw uses one ``rng.random()`` and an
+    inverse-CDF lookup. O(budget * cost(sqdist_from)) time, O(n) extra memory.
+    Returns (budget,) int64 positions in pick order.
+    """
+    import torch
+
+    _check_budget(n, budget)
+    picks = np.empty(budget, dtype=np.int64)
+    if budget == 0:
+        return picks
+    chosen = np.zeros(n, dtype=bool)
+    best = None
+    if min_sqdist is not None:
+        best = torch.as_tensor(min_sqdist).to(torch.float32).clone()
+        if not torch.isfinite(best).all():
+            best = None
+    for k in range(budget):
+        if k == 0 and first is not None:
+            i = int(first)
+            if not 0 <= i < n:
+                raise ValueError(f"first: expected a position in [0, {n}), got {i}")
+        elif best is None:
+            i = int(rng.integers(n))
+        else:
+            i = _draw_d2(best, chosen, rng)
+        picks[k] = i
+        chosen[i] = True
+        d = torch.as_tensor(sqdist_from(i)).to(torch.float32)
+        if best is None:
+            best = d.clone()
+        else:
+            torch.minimum(best, d.to(best.device), out=best)
+        best[i] = 0.0
+    return picks
+
+
+def _draw_d2(best, chosen: np.ndarray, rng: np.random.Generator) -> int:
+    """One position drawn with probability proportional to ``best`` (D^2), never a chosen one."""
+    w = best.double().cpu().numpy()
+    w[chosen] = 0.0
+    total = w.sum()
+    if not np.isfinite(total) or total <= 0.0:
+        free = np.flatnonzero(~chosen)
+        return int(free[rng.integers(len(free))])
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    i = int(np.searchsorted(cdf, rng.random(), side="right"))
+    i = min(i, len(w) - 1)
+    while chosen[i] or w[i] == 0.0:  # float round-off at a zero-width step: take the next real one
+        i = (i + 1) % len(w)
+    return i
+
+
+def kmeans(
+    points: Any,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    max_iter: int = 20,
+    tol: float = 1e-4,
+    chunk_bytes: int = CHUNK_BYTES,
+    device: Any = "auto",
+):
+    """k-means (Lloyd) with k-means++ seeding, computed in row blocks.
+
+    points: (n, d); k: number of clusters, 1 <= k <= n. Stops after ``max_iter`` Lloyd steps
+    or when no assignment changes or the centers move by less than ``tol`` times the mean
+    squared norm. An empty cluster is re-seeded at the point farthest from its center.
+    Each step costs O(n k d) time and holds at most ``chunk_bytes`` of distances.
+    Returns (centers (k, d) float32 tensor, labels (n,) int64 tensor, sqdist (n,) float32
+    tensor: squared distance of each point to its own center).
+    """
+    import torch
+
+    x = as_float_tensor(points, device)
+    n = int(x.shape[0])
+    _check_budget(n, k)
+    if k < 1:
+        raise ValueError("k: expected at least 1 cluster")
+    dist = EuclideanDistances(x, device=x.device)
+    seeds = kmeanspp(n, k, rng, dist)
+    centers = x[torch.as_tensor(seeds, device=x.device)].clone()
+    labels = None
+    scale = float(dist.sqnorms.mean()) + 1e-12
+    for _ in range(max_iter):
+        new_labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+        if labels is not None and torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+        sums = torch.zeros_like(centers).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k).to(x.dtype)
+        empty = counts == 0
+        new_centers = sums / counts.clamp(min=1)[:, None]
+        if bool(empty.any()):
+            # Re-seed empty clusters at the points worst served by their centers.
+            far = torch.argsort(sqd, descending=True)[: int(empty.sum())]
+            new_centers[empty] = x[far]
+        shift = float(((new_centers - centers) ** 2).sum(dim=1).max())
+        centers = new_centers
+        if shift <= tol * scale:
+            labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+            break
+    else:
+        labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+    return centers, labels, sqd
+
+
+def assign(points: Any, centers: Any, *, chunk_bytes: int = CHUNK_BYTES, x_sqnorms: Any = None):
+    """Nearest center of every point, in row blocks of at most ``chunk_bytes`` of distances.
+
+    points: (n, d) tensor; centers: (k, d) tensor on the same device.
+    Returns (labels (n,) int64 tensor, sqdist (n,) float32 tensor, clamped at 0).
+    """
+    import torch
+
+    x = points
+    xn = (x * x).sum(dim=1) if x_sqnorms is None else x_sqnorms
+    cn = (centers * centers).sum(dim=1)
+    labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    sqd = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    step = _rows_per_block(centers.shape[0], chunk_bytes)
+    for start in range(0, x.shape[0], step):
+        sl = slice(start, start + step)
+        d = xn[sl, None] + cn[None, :] - 2.0 * (x[sl] @ centers.T)
+        v, j = d.min(dim=1)
+        labels[sl] = j
+        sqd[sl] = v.clamp_(min=0.0)
+    return labels, sqd
+
+
+def knn_mean_distance(points: Any, k: int, *, chunk_bytes: int = CHUNK_BYTES):
+    """(m,) mean Euclidean distance from each row to its ``k`` nearest other rows.
+
+    points: (m, d) tensor (one cluster); k is clipped to m - 1; a single row gets 0.
+    Blocks of rows keep at most ``chunk_bytes`` of distances at once.
+    """
+    import torch
+
+    m = int(points.shape[0])
+    out = torch.zeros(m, dtype=torch.float32, device=points.device)
+    k = min(int(k), m - 1)
+    if k <= 0:
+        return out
+    sq = (points * points).sum(dim=1)
+    step = _rows_per_block(m, chunk_bytes)
+    for start in range(0, m, step):
+        sl = slice(start, start + step)
+        d = (sq[sl, None] + sq[None, :] - 2.0 * (points[sl] @ points.T)).clamp_(min=0.0)
+        rows = torch.arange(d.shape[0], device=d.device)
+        d[rows, rows + start] = float("inf")  # not one's own neighbour
+        out[sl] = d.topk(k, dim=1, largest=False).values.sqrt_().mean(dim=1)
+    return out
+
+
+def _check_budget(n: int, budget: int) -> None:
+    if not 0 <= int(budget) <= int(n):
+        raise ValueError(f"budget: expected between 0 and {n} (the pool size), got {budget}")

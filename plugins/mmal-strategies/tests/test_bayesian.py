@@ -1,0 +1,148 @@
+"""BALD and BatchBALD: conformance, MC dropout really on, and the joint-information greedy."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmal_core import MmalError, ModalitySpec, PoolView, Split
+from mmal_core.loop import view_params
+from mmal_core.model import FusionMLP
+from mmal_core.testing import check_strategy
+from mmal_strategies.bayesian import BALD, BatchBALD, batchbald_picks, mutual_information
+from mmal_strategies.uncertainty import entropy
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("cls, params", [(BALD, {}), (BALD, {"mc_samples": 3}), (BatchBALD, {"device": "cpu"}),
+                                         (BatchBALD, {"num_samples": 5, "device": "cpu"})])
+def test_conformance(cls, params):
+    check_strategy(cls, params)
+
+
+@pytest.mark.parametrize("cls", [BALD, BatchBALD])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "20"])
+def test_mc_samples_must_be_a_positive_integer(cls, bad):
+    with pytest.raises(MmalError, match="parameter 'mc_samples'"):
+        cls(mc_samples=bad)
+
+
+def test_the_loop_is_told_how_many_passes():
+    assert view_params(BALD(mc_samples=7)) == {"mc_samples": 7}
+    assert view_params(BatchBALD(mc_samples=5)) == {"mc_samples": 5}
+
+
+def _trained_view(dropout, T=10):
+    rng = np.random.default_rng(0)
+    n = 90
+    y = rng.integers(0, 3, n)
+    a = rng.normal(size=(n, 4)) + y[:, None]
+    b = rng.normal(size=(n, 5)) - 0.5 * y[:, None]
+    pool = Split({"a": a, "b": b}, np.ones((n, 2), bool), y)
+    model = FusionMLP(epochs=10, hidden=16, dropout=dropout, device="cpu")
+    model.setup([ModalitySpec("a", 4), ModalitySpec("b", 5)], 3)
+    labeled, unlabeled = np.arange(30), np.arange(30, n)
+    model.fit(pool, labeled, seed=0)
+    strategy = BALD(mc_samples=T)
+    return PoolView.from_model(model, pool, unlabeled, labeled, strategy.requires | {"probs"},
+                               params=view_params(strategy))
+
+
+def test_bald_is_exactly_zero_without_dropout():
+    view = _trained_view(dropout=0.0)
+    assert view.mc_probs.shape == (10, 60, 3)
+    scores = BALD().score(view)
+    assert np.all(scores == 0.0)
+
+
+def test_bald_with_dropout_is_positive_and_not_entropy():
+    view = _trained_view(dropout=0.3)
+    scores = BALD().score(view)
+    assert np.all(scores >= 0) and scores.max() > 1e-3
+    ent = entropy(view.mc_probs.mean(axis=0).astype(np.float64))
+    assert not np.allclose(scores, ent)
+    # the passes really differ from one another, and BALD stays below the entropy
+    assert np.ptp(view.mc_probs, axis=0).max() > 1e-3
+    assert np.all(scores <= ent + 1e-9)
+
+
+def test_bald_prefers_disagreement_over_agreed_uncertainty():
+    # sample 0: every pass says 50/50 (aleatoric); sample 1: passes disagree confidently
+    mc = np.array([[[0.5, 0.5], [0.99, 0.01], [0.9, 0.1]],
+                   [[0.5, 0.5], [0.01, 0.99], [0.9, 0.1]]])
+    scores = mutual_information(mc)
+    assert scores[0] == 0.0 and scores[2] == 0.0
+    assert scores[1] == pytest.approx(np.log(2) - entropy(np.array([0.99, 0.01])), rel=1e-9)
+    picks = BALD().select(PoolView(mc_probs=mc), 1, np.random.default_rng(0))
+    assert picks.tolist() == [1]
+
+
+def _joint_mi(mc, batch):
+    """Brute-force I[y_batch; w]: the full table of all C^|batch| configurations."""
+    T, _, C = mc.shape
+    table = np.ones((T, 1))
+    for j in batch:  # table[t, y_1..y_k] = prod_j p_t(y_j | x_j), flattened
+        table = (table[:, :, None] * mc[:, j, None, :]).reshape(T, -1)
+    p = table.mean(axis=0)
+    H = -(p[p > 0] * np.log(p[p > 0])).sum()
+    cond = -(mc * np.log(mc)).sum(2).mean(0)
+    return H - cond[list(batch)].sum()
+
+
+def test_batchbald_exact_greedy_matches_brute_force_joint_information():
+    rng = np.random.default_rng(3)
+    mc = rng.dirichlet(np.ones(3) * 0.7, size=(6, 12))  # T=6, n=12, C=3
+    picks = batchbald_picks(mc, 4, np.random.default_rng(0), num_samples=10_000)
+    chosen = []
+    for _ in range(4):
+        gains = [(-np.inf if i in chosen else _joint_mi(mc, chosen + [i])) for i in range(12)]
+        chosen.append(int(np.argmax(gains)))
+    assert picks.tolist() == chosen
+    # first pick is plain BALD
+    assert picks[0] == int(np.argmax(mutual_information(mc)))
+
+
+def test_batchbald_avoids_duplicates_that_bald_takes():
+    rng = np.random.default_rng(4)
+    mc = rng.dirichlet(np.ones(4) * 0.3, size=(8, 6))
+    top = int(np.argmax(mutual_information(mc)))
+    mc = np.concatenate([mc, mc[:, [top, top, top]]], axis=1)  # three copies of the top sample
+    bald = BALD().select(PoolView(mc_probs=mc), 3, np.random.default_rng(0))
+    batch = BatchBALD(device="cpu").select(PoolView(mc_probs=mc), 3, np.random.default_rng(0))
+    copies = {top, 6, 7, 8}
+    assert set(bald.tolist()) <= copies  # BALD takes the same point three times
+    assert len(set(batch.tolist()) & copies) == 1  # BatchBALD: a copy adds little information
+
+
+def test_batchbald_sampled_configurations_track_the_exact_choice():
+    from mmal_strategies import bayesian
+
+    rng = np.random.default_rng(5)
+    mc = rng.dirichlet(np.ones(10) * 0.5, size=(10, 30))  # T=10, n=30, C=10
+    exact = batchbald_picks(mc, 4, np.random.default_rng(0), num_samples=10**6)
+    # 500 configurations: exact for the first 3 picks (10^2 * 10 > 500), sampled after
+    sampled = batchbald_picks(mc, 4, np.random.default_rng(0), num_samples=500)
+    assert sampled[:3].tolist() == exact[:3].tolist()
+    gains = np.array([_joint_mi(mc, exact[:3].tolist() + [i]) for i in range(30)])
+    gains[exact[:3]] = -np.inf
+    assert gains[exact[3]] == pytest.approx(gains.max())
+    assert gains[sampled[3]] > gains.max() - 0.02  # near-best: top gains differ by ~0.001
+    # the sampled estimate of E_y H[y_x | y_B] converges to the exact one
+    p = torch.as_tensor(mc).double()
+    joint = torch.ones(1, 10, dtype=torch.float64)
+    for i in exact[:3]:
+        joint = (joint[:, None, :] * p[:, i, :].T[None]).reshape(-1, 10)
+    truth = bayesian._expected_conditional_entropy(joint / joint.sum(1, keepdim=True), joint.mean(1), p, 2**25)
+    errors = []
+    for m in (200, 20000):
+        logp, _ = bayesian._sample_configurations(p, exact[:3], m, np.random.default_rng(1))
+        est = bayesian._expected_conditional_entropy(torch.softmax(logp, 1), torch.full((m,), 1 / m, dtype=torch.float64), p, 2**25)
+        errors.append(float((est - truth).abs().max()))
+    assert errors[1] < 0.006 and errors[1] < errors[0]
+    again = batchbald_picks(mc, 4, np.random.default_rng(0), num_samples=500)
+    assert np.array_equal(sampled, again)
+
+
+def test_batchbald_num_samples_is_validated():
+    with pytest.raises(MmalError, match="parameter 'num_samples'"):
+        BatchBALD(num_samples=0)

@@ -1,0 +1,215 @@
+"""Core-set, k-means, BADGE and TypiClust, and the geometry kernels under them."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmal_core import MmalError, PoolView
+from mmal_core.testing import check_strategy
+from mmal_strategies import geometry
+from mmal_strategies.diversity import Badge, CoreSet, KMeansSampling, TypiClust, gradient_factor, typiclust_picks
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("cls", [CoreSet, KMeansSampling, Badge, TypiClust])
+def test_conformance(cls):
+    check_strategy(cls, {"device": "cpu"})
+
+
+def _blobs(centers, per, spread=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.asarray(centers, dtype=np.float32)
+    pts = np.concatenate([c + spread * rng.normal(size=(per, centers.shape[1])) for c in centers])
+    return pts.astype(np.float32), np.repeat(np.arange(len(centers)), per)
+
+
+# -- geometry kernels ----------------------------------------------------------------------
+
+def test_euclidean_distances_match_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 7)).astype(np.float32)
+    dist = geometry.EuclideanDistances(x, device="cpu")
+    brute = ((x - x[13]) ** 2).sum(1)
+    assert np.allclose(dist(13).numpy(), brute, atol=1e-4)
+    c = rng.normal(size=(33, 7)).astype(np.float32)
+    brute_min = ((x[:, None, :] - c[None]) ** 2).sum(2).min(1)
+    # A tiny chunk forces many blocks: the result must not depend on the blocking.
+    assert np.allclose(geometry.min_sqdist(x, c, chunk_bytes=4 * 200 * 5, device="cpu").numpy(), brute_min, atol=1e-4)
+    assert torch.isinf(geometry.min_sqdist(x, np.zeros((0, 7)), device="cpu")).all()
+
+
+def test_factorised_gradient_distances_match_the_explicit_embeddings():
+    rng = np.random.default_rng(1)
+    n, C, d = 50, 4, 6
+    a1, e1 = rng.normal(size=(n, C)), rng.normal(size=(n, d))
+    a2, e2 = rng.normal(size=(n, C)), rng.normal(size=(n, 3))
+    g = np.concatenate([(a1[:, :, None] * e1[:, None]).reshape(n, -1), (a2[:, :, None] * e2[:, None]).reshape(n, -1)], 1)
+    dist = geometry.GradientEmbeddingDistances([(a1, e1), (a2, e2)], device="cpu")
+    for i in (0, 17, 49):
+        assert np.allclose(dist(i).numpy(), ((g - g[i]) ** 2).sum(1), rtol=1e-4, atol=1e-3)
+    assert np.allclose(dist.sqnorms.numpy(), (g**2).sum(1), rtol=1e-5)
+
+
+def test_kcenter_greedy_equals_the_textbook_loop():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    lab = rng.normal(size=(20, 5)).astype(np.float32)
+    dist = geometry.EuclideanDistances(x, device="cpu")
+    picks = geometry.kcenter_greedy(300, 15, dist, np.random.default_rng(0), min_sqdist=dist.to_rows(lab))
+    # textbook: full distance matrix in float64
+    centers = list(lab.astype(np.float64))
+    ref = []
+    for _ in range(15):
+        d = ((x[:, None, :].astype(np.float64) - np.array(centers)[None]) ** 2).sum(2).min(1)
+        d[ref] = -1
+        ref.append(int(d.argmax()))
+        centers.append(x[ref[-1]])
+    assert picks.tolist() == ref
+
+
+def test_kmeanspp_never_repeats_and_handles_duplicates():
+    x = np.zeros((10, 3), np.float32)
+    x[5:] = 1.0  # two groups of identical points
+    dist = geometry.EuclideanDistances(x, device="cpu")
+    picks = geometry.kmeanspp(10, 10, np.random.default_rng(0), dist)
+    assert sorted(picks.tolist()) == list(range(10))
+    # after one pick in each group all D^2 are 0: the rest is uniform over the unpicked
+    two = geometry.kmeanspp(10, 2, np.random.default_rng(3), dist, first=0)
+    assert two[0] == 0 and two[1] >= 5
+
+
+def test_kmeanspp_draws_proportionally_to_d2():
+    x = np.array([[0.0], [1.0], [3.0]], np.float32)  # D^2 from point 0: 1 and 9
+    dist = geometry.EuclideanDistances(x, device="cpu")
+    rng = np.random.default_rng(0)
+    second = [geometry.kmeanspp(3, 2, rng, dist, first=0)[1] for _ in range(2000)]
+    share = np.mean(np.array(second) == 2)
+    assert 0.87 < share < 0.93
+
+
+def test_kmeans_recovers_separated_blobs():
+    x, truth = _blobs([[0, 0], [10, 0], [0, 10], [10, 10]], 40)
+    centers, labels, sqd = geometry.kmeans(x, 4, np.random.default_rng(0), device="cpu")
+    labels = labels.numpy()
+    # each blob is exactly one cluster
+    assert all(len(set(labels[truth == b])) == 1 for b in range(4))
+    assert len(set(labels)) == 4
+    assert np.allclose(sqd.numpy(), ((x - centers.numpy()[labels]) ** 2).sum(1), atol=1e-3)
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+def test_coreset_first_pick_is_farthest_from_the_labeled_set():
+    pool = np.array([[0.0, 0.1], [5.0, 5.0], [0.2, 0.0], [-3.0, 0.0], [1.0, 1.0]], np.float32)
+    labeled = np.array([[0.0, 0.0], [4.0, 4.0]], np.float32)
+    view = PoolView(embeddings=pool, labeled_embeddings=labeled)
+    picks = CoreSet(device="cpu").select(view, 3, np.random.default_rng(0))
+    # distances to the labeled set: 0.01, 2, 0.04, 9, 2 -> -3,0 first; then (5,5) and (1,1)
+    # tie at 2 against the labeled set, and (-3,0) is nearer (1,1) (17) than (5,5) (89).
+    assert picks.tolist() == [3, 1, 4]
+
+
+def test_coreset_covers_every_blob_before_repeating_one():
+    x, truth = _blobs([[0, 0], [20, 0], [0, 20], [20, 20], [10, 10]], 30)
+    labeled = x[truth == 4][:3] + 0.01
+    view = PoolView(embeddings=x, labeled_embeddings=labeled)
+    picks = CoreSet(device="cpu").select(view, 4, np.random.default_rng(0))
+    assert sorted(truth[picks].tolist()) == [0, 1, 2, 3]
+
+
+def test_kmeans_picks_one_per_separated_blob_near_its_centre():
+    x, truth = _blobs([[0, 0], [10, 0], [0, 10], [10, 10], [5, 20]], 25, seed=4)
+    picks = KMeansSampling(device="cpu").select(PoolView(embeddings=x), 5, np.random.default_rng(0))
+    assert sorted(truth[picks].tolist()) == [0, 1, 2, 3, 4]
+    for p in picks:
+        members = x[truth == truth[p]]
+        centre = members.mean(0)
+        assert ((x[p] - centre) ** 2).sum() == pytest.approx(((members - centre) ** 2).sum(1).min(), abs=1e-5)
+
+
+def test_badge_first_pick_has_the_largest_gradient_norm():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.99, 0.01]], np.float32)
+    emb = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [10.0, 10.0]], np.float32)
+    a = gradient_factor(probs)
+    norms = (a**2).sum(1) * (emb**2).sum(1)  # 0.02, 2.88, 0.5, 0.02
+    picks = Badge(device="cpu").select(PoolView(probs=probs, embeddings=emb), 2, np.random.default_rng(0))
+    assert picks[0] == int(np.argmax(norms)) == 1
+    assert np.allclose(a[2], [-0.5, 0.5]) and np.allclose(a[1], [-0.4, 0.4])
+
+
+def test_badge_spreads_over_gradient_directions():
+    # two tight blobs with the same uncertain prediction: their gradient embeddings are far
+    # apart, points within a blob nearly identical, so k-means++ takes one from each.
+    x, truth = _blobs([[10, 0], [0, 10]], 25, spread=0.01, seed=5)
+    probs = np.full((50, 2), 0.5, np.float32)
+    for seed in range(5):
+        picks = Badge(device="cpu").select(PoolView(probs=probs, embeddings=x), 2, np.random.default_rng(seed))
+        assert sorted(truth[picks].tolist()) == [0, 1]
+
+
+def test_badge_never_picks_a_second_zero_gradient_sample_while_others_remain():
+    # one-hot predictions have a zero gradient: after one such pick, the others have D^2 = 0
+    probs = np.array([[1.0, 0.0]] * 5 + [[0.5, 0.5]] * 3, np.float32)
+    emb = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    picks = Badge(device="cpu").select(PoolView(probs=probs, embeddings=emb), 4, np.random.default_rng(1))
+    assert (picks < 5).sum() == 1
+
+
+def test_typiclust_takes_the_densest_point_of_the_largest_uncovered_clusters():
+    # 3 blobs; the labeled sample covers blob 0; blob 1 is larger than blob 2.
+    x0, _ = _blobs([[0, 0]], 10, seed=1)
+    x1, _ = _blobs([[10, 0]], 14, seed=2)
+    x2, _ = _blobs([[0, 10]], 8, seed=3)
+    pool = np.concatenate([x0, x1, x2])
+    labeled = np.array([[0.0, 0.0]], np.float32)
+    view = PoolView(embeddings=pool, labeled_embeddings=labeled)
+    picks = TypiClust(max_clusters=3, k_neighbors=3, device="cpu").select(view, 2, np.random.default_rng(0))
+    assert 10 <= picks[0] < 24 and picks[1] >= 24
+    # and the pick is the most typical member of its blob
+    members = pool[10:24]
+    d = np.sqrt(((members[:, None] - members[None]) ** 2).sum(2))
+    np.fill_diagonal(d, np.inf)
+    typical = 1 / np.sort(d, 1)[:, :3].mean(1)
+    assert picks[0] == 10 + int(np.argmax(typical))
+
+
+def test_typiclust_fills_a_budget_larger_than_the_clusters():
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(40, 3)).astype(np.float32)
+    labels = np.arange(43) % 3
+    is_labeled = np.zeros(43, bool)
+    is_labeled[40:] = True
+    picks = typiclust_picks(pool.tolist() + [[0, 0, 0]] * 3, labels, is_labeled, 40, k_neighbors=2)
+    assert sorted(picks.tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize(
+    "cls, params, key",
+    [
+        (CoreSet, {"device": "gpu"}, "device"),
+        (KMeansSampling, {"max_iter": 0}, "max_iter"),
+        (TypiClust, {"k_neighbors": 0}, "k_neighbors"),
+        (TypiClust, {"max_clusters": "many"}, "max_clusters"),
+        (Badge, {"device": 1}, "device"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(cls, params, key):
+    with pytest.raises(MmalError, match=f"parameter '{key}'"):
+        cls(**params)
+
+
+@pytest.mark.parametrize("cls", [CoreSet, KMeansSampling, Badge, TypiClust])
+def test_budget_larger_than_the_pool_is_a_one_line_error(cls):
+    rng = np.random.default_rng(0)
+    view = PoolView(probs=np.full((5, 2), 0.5), embeddings=rng.normal(size=(5, 3)), labeled_embeddings=np.zeros((1, 3)))
+    with pytest.raises(MmalError, match="budget: expected an integer between 1 and 5"):
+        cls(device="cpu").select(view, 6, rng)
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    view = PoolView(embeddings=np.zeros((3, 2), np.float32), labeled_embeddings=np.zeros((0, 2), np.float32))
+    with pytest.raises(MmalError, match="parameter 'device': cuda"):
+        CoreSet(device="cuda").select(view, 1, np.random.default_rng(0))

@@ -1,0 +1,50 @@
+"""Shared fixtures: temporary configs, CLI runs in a subprocess, plugins installed aside."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from _support import ROOT, run_cli
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def _write(cfg: dict | str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def _pip_target(src: Path, target: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
+        check=True, capture_output=True,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def example_plugin_path(tmp_path_factory) -> Path:
+    """The example third-party plugin installed into its own folder (put it on PYTHONPATH)."""
+    return _pip_target(ROOT / "examples" / "mmal-example-strategy", tmp_path_factory.mktemp("example-plugin"))
+
+
+@pytest.fixture(scope="session")
+def fixture_plugins_path(tmp_path_factory) -> Path:
+    """Broken, clashing and defective-dataset plugins installed into their own folder."""
+    return _pip_target(ROOT / "tests" / "fixtures" / "mmal-test-fixtures", tmp_path_factory.mktemp("fixture-plugins"))

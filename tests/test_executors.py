@@ -1,0 +1,228 @@
+"""The local executor: runs in parallel processes, into one database, surviving dead workers."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sqlite3
+import sys
+import textwrap
+
+import pytest
+import torch
+from _support import run_cli, tiny_config
+
+from mmal_core import MmalError
+from mmal_core.config import parse_config
+from mmal_core.executors import LocalExecutor, RayExecutor, make_executor
+from mmal_core.loop import run_experiment
+
+torch.set_num_threads(1)
+
+# Worker functions that fail on purpose. They live in a module of their own (written to a
+# temporary folder put on sys.path) because spawned worker processes import them by name.
+FAULTY_WORKERS = '''
+import os, signal, time
+from pathlib import Path
+
+from mmal_core.executors import execute_task
+from mmal_core.loop import _DatasetCache, execute_run
+from mmal_core.store import Store
+
+MARKS = Path(__file__).with_name("marks")
+
+
+def _one_round_then(task, dataset, action):
+    with Store(task.db_path) as store:
+        execute_run(task.spec, store, task.experiment_id, None, _DatasetCache(), stop_after=1)
+    MARKS.mkdir(exist_ok=True)
+    (MARKS / f"{task.spec.key}-{task.attempt}").write_text(repr(time.time()))
+    action()
+
+
+def killed_on_first_attempt(task, dataset=None):
+    """Attempt 1 commits one round, then its process is killed; later attempts run normally."""
+    if task.attempt == 1:
+        _one_round_then(task, dataset, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    return execute_task(task, dataset)
+
+
+def always_raises(task, dataset=None):
+    """Every attempt commits one more round of the margin run, then raises."""
+    if task.spec.strategy.name == "margin":
+        def fail():
+            raise RuntimeError("injected failure")
+        _one_round_then(task, dataset, fail)
+    return execute_task(task, dataset)
+'''
+
+
+@pytest.fixture
+def faulty(tmp_path, monkeypatch):
+    folder = tmp_path / "faulty"
+    folder.mkdir()
+    (folder / "mmal_faulty_workers.py").write_text(FAULTY_WORKERS)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("mmal_faulty_workers", None)
+    return importlib.import_module("mmal_faulty_workers")
+
+
+def rounds_of(db) -> dict[tuple[str, int], tuple]:
+    """(run key, round) -> (n_labeled, accuracy, queried ids), failing on duplicates."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT r.run_key, o.round, o.n_labeled, o.metrics, o.queried_ids FROM rounds o JOIN runs r ON r.id=o.run_id"
+        ).fetchall()
+        n_runs = conn.execute("SELECT COUNT(*), COUNT(DISTINCT run_key) FROM runs").fetchone()
+    assert n_runs[0] == n_runs[1], "a run row was created twice"
+    out = {}
+    for key, rnd, n, metrics, queried in rows:
+        assert (key, rnd) not in out
+        out[(key, rnd)] = (n, json.loads(metrics)["accuracy"], json.loads(queried))
+    return out
+
+
+def created_at(db, run_key: str, rnd: int) -> float:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT o.created_at FROM rounds o JOIN runs r ON r.id=o.run_id WHERE r.run_key=? AND o.round=?", (run_key, rnd)
+        ).fetchone()[0]
+
+
+class Recorder:
+    def __init__(self):
+        self.started, self.rounds, self.failures, self.finished = [], [], [], []
+
+    def run_started(self, spec, total_rounds, done_rounds):
+        self.started.append((spec.key, total_rounds, done_rounds))
+
+    def round_finished(self, spec, record):
+        self.rounds.append((spec.key, record.round))
+
+    def run_failed(self, spec, attempt, reason, will_retry):
+        self.failures.append((spec.strategy.name, attempt, reason, will_retry))
+
+    def run_finished(self, outcome):
+        self.finished.append((outcome.spec.key, outcome.status))
+
+
+def small_config(**overrides) -> dict:
+    """Two runs (random and margin, one seed) of three rounds each, about a second per run."""
+    settings = {"model": {"params": {"epochs": 4, "hidden": 8}}, "budget": {"initial": 10, "per_round": 10, "rounds": 2}}
+    return tiny_config(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The small experiment run one run after the other in this process."""
+    cfg = parse_config(small_config())
+    db = tmp_path_factory.mktemp("reference") / "serial.db"
+    run_experiment(cfg, str(db))
+    return cfg, rounds_of(db)
+
+
+def test_two_worker_processes_give_the_serial_result_once(tmp_path, reference):
+    cfg, expected = reference
+    db = tmp_path / "parallel.db"
+    recorder = Recorder()
+    outcomes = run_experiment(cfg, str(db), recorder, executor=LocalExecutor(workers=2))
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    assert [o.spec.strategy.name for o in outcomes] == ["random", "margin"]
+    assert rounds_of(db) == expected
+    # progress reached the parent: every round of both runs, each once
+    assert sorted(recorder.rounds) == sorted(expected)
+    assert recorder.failures == []
+    # running the finished experiment again resumes: nothing new is computed
+    again = run_experiment(cfg, str(db), Recorder(), executor=LocalExecutor(workers=2))
+    assert [o.resumed_rounds for o in again] == [3, 3]
+    assert rounds_of(db) == expected
+
+
+def test_a_killed_worker_is_retried_and_its_rounds_are_kept(tmp_path, reference, faulty):
+    cfg, expected = reference
+    db = tmp_path / "killed.db"
+    recorder = Recorder()
+    executor = LocalExecutor(workers=2, retries=1, worker=faulty.killed_on_first_attempt)
+    outcomes = run_experiment(cfg, str(db), recorder, executor=executor)
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    assert rounds_of(db) == expected
+    assert sorted((f[0], f[1], f[3]) for f in recorder.failures) == [("margin", 1, True), ("random", 1, True)]
+    assert all("killed by SIGKILL" in f[2] for f in recorder.failures)
+    for outcome in outcomes:
+        # round 0 was committed by the killed attempt and not computed again by the retry
+        killed_at = float((faulty.MARKS / f"{outcome.spec.key}-1").read_text())
+        assert created_at(db, outcome.spec.key, 0) < killed_at < created_at(db, outcome.spec.key, 1)
+        assert outcome.resumed_rounds == 1
+
+
+def test_a_run_that_keeps_failing_is_reported_and_the_others_finish(tmp_path, reference, faulty):
+    cfg, expected = reference
+    db = tmp_path / "failing.db"
+    recorder = Recorder()
+    executor = LocalExecutor(workers=2, retries=1, worker=faulty.always_raises)
+    outcomes = run_experiment(cfg, str(db), recorder, executor=executor)
+    by_strategy = {o.spec.strategy.name: o for o in outcomes}
+    assert by_strategy["random"].status == "finished"
+    failed = by_strategy["margin"]
+    assert failed.status == "failed"
+    assert failed.error.startswith("failed after 2 attempts: RuntimeError: injected failure")
+    assert failed.resumed_rounds == 2  # one round kept from each attempt
+    assert [(f[0], f[1], f[3]) for f in recorder.failures] == [("margin", 1, True), ("margin", 2, False)]
+    got = rounds_of(db)
+    assert {k: v for k, v in got.items() if k[0] == failed.spec.key} == {
+        k: v for k, v in expected.items() if k[0] == failed.spec.key and k[1] < 2
+    }
+    with sqlite3.connect(db) as conn:
+        status, error = conn.execute("SELECT status, error FROM runs WHERE run_key=?", (failed.spec.key,)).fetchone()
+    assert status == "failed" and "injected failure" in error
+    # a plain re-run resumes the failed run from its two kept rounds and completes it
+    again = run_experiment(cfg, str(db), Recorder(), executor=LocalExecutor(workers=2))
+    assert [o.status for o in again] == ["finished", "finished"]
+    assert rounds_of(db) == expected
+
+
+def test_one_worker_runs_here_and_retries_raised_errors(tmp_path, reference, faulty):
+    cfg, expected = reference
+    recorder = Recorder()
+    outcomes = run_experiment(cfg, str(tmp_path / "one.db"), recorder,
+                              executor=LocalExecutor(workers=1, retries=0, worker=faulty.always_raises))
+    assert [o.status for o in outcomes] == ["finished", "failed"]
+    assert re.fullmatch(r"failed after 1 attempt: RuntimeError: injected failure \(at mmal_faulty_workers\.py:\d+\)",
+                        outcomes[1].error)
+    assert recorder.failures[0][:2] == ("margin", 1) and recorder.failures[0][3] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (dict(name="threads"), "--executor threads: unknown executor"),
+        (dict(name="local", workers=0), "--workers 0: expected at least 1"),
+        (dict(name="local", retries=-1), "--retries -1: expected 0 or more"),
+        (dict(name="local", address="127.0.0.1:6379"), "--address: only used with --executor ray"),
+        (dict(name="ray", gpu_fraction=1.5), "--gpu-fraction 1.5: expected a number between 0 and 1"),
+    ],
+)
+def test_bad_executor_options_are_one_line_errors(args, message):
+    name = args.pop("name")
+    with pytest.raises(MmalError, match=message.replace(".", r"\.")):
+        make_executor(name, **args)
+
+
+def test_make_executor_builds_what_the_options_say():
+    local = make_executor("local", workers=3, retries=2)
+    assert isinstance(local, LocalExecutor) and (local.workers, local.retries) == (3, 2)
+    ray = make_executor("ray", address="127.0.0.1:6379", workers=2, gpu_fraction=0.5)
+    assert isinstance(ray, RayExecutor) and (ray.address, ray.workers, ray.gpu_fraction) == ("127.0.0.1:6379", 2, 0.5)
+
+
+def test_cli_runs_with_two_workers_and_rejects_bad_options(tmp_path, write_config):
+    path = write_config(small_config(budget={"initial": 10, "per_round": 10, "rounds": 1}))
+    db = tmp_path / "cli.db"
+    res = run_cli("run", str(path), "--db", str(db), "--workers", "2", "--retries", "0")
+    assert res.returncode == 0, res.stderr
+    assert "local, 2 worker processes" in res.stdout
+    assert len(rounds_of(db)) == 4
+    bad = run_cli("run", str(path), "--db", str(db), "--executor", "rey")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: --executor rey: unknown executor (did you mean 'ray'?); expected one of local, ray"]

@@ -1,0 +1,332 @@
+"""The leaderboard server: schema, tokens, limits, verification by replay, pages, a real
+uvicorn process, and a SIGKILL in the middle of a burst of submissions."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from mmal_core import MmalError  # noqa: E402
+from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
+from mmal_core.server import create_app  # noqa: E402
+from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
+from mmal_core.server.testing import ServerProcess, plugin_env, tiny_results  # noqa: E402
+from mmal_core.submission import ReplayCache, parse_submission, verify_submission  # noqa: E402
+
+EVIL = '<script>alert("pwned")</script>'
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny benchmark run for margin and random, its plugin registered in this process."""
+    results = tiny_results(tmp_path_factory.getbasetemp() / "mmal-tiny-results")
+    sys.path.insert(0, str(results["site"]))
+    previous = reset_plugin_manager(PluginManager())
+    yield results
+    reset_plugin_manager(previous)
+    sys.path.remove(str(results["site"]))
+    sys.modules.pop("mmal_test_benchmarks", None)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return ReplayCache()
+
+
+def _tampered(doc, seed=1, rnd=2, delta=0.05):
+    doc = copy.deepcopy(doc)
+    doc["runs"][seed]["rounds"][rnd]["metrics"]["accuracy"] += delta
+    return doc
+
+
+def _wait_final(get_status, ids, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    states = {}
+    while time.monotonic() < deadline:
+        states = {i: get_status(i) for i in ids}
+        if all(s in ("verified", "rejected") for s in states.values()):
+            return states
+        time.sleep(0.3)
+    raise AssertionError(f"not all verified within {timeout} s: {states}")
+
+
+# -- the document and its replay -------------------------------------------------------------------------
+def test_the_built_document_follows_the_schema(tiny):
+    doc = tiny["docs"]["margin"]
+    parsed = parse_submission(doc)
+    assert parsed.benchmark.name == "tiny-missing" and len(parsed.benchmark.hash) == 16
+    assert parsed.strategy.name == "margin"
+    assert parsed.plugin.distribution == "mmal-strategies" and len(parsed.plugin.source_hash) == 64
+    assert parsed.environment.python and parsed.environment.mmal and parsed.environment.torch
+    assert [r.seed for r in parsed.runs] == [0, 1]
+    first = parsed.runs[0].rounds
+    assert [r.n_labeled for r in first] == [8, 16, 24]
+    assert [len(r.queried_ids) for r in first] == [8, 8, 0]
+    assert "train" in first[0].timings and "accuracy" in first[0].metrics
+
+
+def test_replay_reproduces_the_run_exactly(tiny, cache):
+    for name in ("margin", "random"):
+        doc = tiny["docs"][name]
+        verdict = verify_submission(parse_submission(doc), cache)
+        assert verdict.status == "verified", verdict.reason
+        for claimed, replayed in zip(doc["runs"], verdict.replayed):
+            assert replayed["seed"] == claimed["seed"]
+            assert [m["accuracy"] for m in replayed["metrics"]] == [r["metrics"]["accuracy"] for r in claimed["rounds"]]
+            assert [m["macro_f1"] for m in replayed["metrics"]] == [r["metrics"]["macro_f1"] for r in claimed["rounds"]]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda d: d["runs"][1]["rounds"][2]["metrics"].__setitem__("accuracy", d["runs"][1]["rounds"][2]["metrics"]["accuracy"] + 0.05),
+     "seed 1 round 2: claimed accuracy"),
+    (lambda d: d["runs"][0]["rounds"][1]["metrics"].__setitem__("macro_f1", 0.99), "seed 0 round 1: claimed macro_f1"),
+    (lambda d: d["runs"][0]["rounds"][0]["queried_ids"].__setitem__(0, 10**9), "not in the pool"),
+    (lambda d: d["runs"][0]["rounds"][0]["queried_ids"].__setitem__(1, d["runs"][0]["rounds"][0]["queried_ids"][0]),
+     "duplicates"),
+    (lambda d: d["runs"][0]["rounds"][0]["queried_ids"].__setitem__(0, d["runs"][0]["initial_ids"][0]), "already labeled"),
+    (lambda d: d["runs"][0]["rounds"][0]["queried_ids"].pop(), "7 queried ids, the schedule buys 8"),
+    (lambda d: d["runs"][0]["rounds"][1].__setitem__("n_labeled", 17), "n_labeled 17"),
+    (lambda d: d["runs"][0]["rounds"].pop(), "2 rounds, benchmark 'tiny-missing' has 3"),
+    (lambda d: d["runs"][0]["initial_ids"].reverse() or d["runs"][0]["initial_ids"].__setitem__(0, -5),
+     "initial_ids are not the benchmark's initial set"),
+    (lambda d: d["runs"].pop(), "needs exactly the seeds [0, 1]"),
+    (lambda d: d["benchmark"].__setitem__("hash", "0123456789abcdef"), "unknown benchmark hash 0123456789abcdef"),
+    (lambda d: d["benchmark"].__setitem__("name", "synthetic-missing"), "is 'tiny-missing', not 'synthetic-missing'"),
+    (lambda d: d["runs"][0]["rounds"][0]["metrics"].pop("accuracy"), "metric 'accuracy' is missing"),
+])
+def test_tampered_claims_are_rejected_with_the_reason(tiny, cache, edit, reason):
+    doc = copy.deepcopy(tiny["docs"]["margin"])
+    edit(doc)
+    verdict = verify_submission(parse_submission(doc), cache)
+    assert verdict.status == "rejected"
+    assert reason in verdict.reason
+
+
+def test_schema_errors_name_the_key():
+    with pytest.raises(MmalError, match="schema_version 2 is not supported; this mmal reads version 1"):
+        parse_submission({"schema_version": 2})
+    with pytest.raises(MmalError, match="schema_version: required key is missing"):
+        parse_submission({"benchmark": {}})
+    with pytest.raises(MmalError, match="expected a JSON object"):
+        parse_submission([1, 2])
+
+
+# -- the HTTP API in process -------------------------------------------------------------------------------------
+@pytest.fixture
+def api(tmp_path, tiny):
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = ServerStore(url)
+    tokens = {name: store.create_token(name) for name in ("alice", "bob", "burst")}
+    store.close()
+    # a small rate limit for the "burst" test; the other tests stay far below it per token
+    app = create_app(url, max_body=64 * 1024, rate_limit=5, verify=False)
+    with TestClient(app) as client:
+        client.tokens = tokens
+        client.store = app.state.store
+        yield client
+
+
+def _auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_tokens_are_stored_hashed(api):
+    with api.store.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM tokens")]
+    assert sorted(stored) == sorted(hash_token(t) for t in api.tokens.values())
+    assert not set(stored) & set(api.tokens.values())
+
+
+def test_a_valid_submission_is_accepted_with_a_status_url(api, tiny):
+    resp = api.post("/api/submissions", json=tiny["docs"]["margin"], headers=_auth(api.tokens["alice"]))
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "pending" and resp.headers["location"] == body["status_url"]
+    status = api.get(body["status_url"]).json()
+    assert status["status"] == "pending" and status["submitter"] == "alice"
+    assert status["benchmark"]["name"] == "tiny-missing"
+    assert api.get("/api/submissions/999").status_code == 404
+    assert api.get("/api/submissions/abc").status_code == 422
+    assert api.get("/api/leaderboards/nosuch").status_code == 404
+
+
+def test_refused_requests_change_nothing(api, tiny):
+    doc = tiny["docs"]["margin"]
+    api.app.state.limiter.limit = 0  # every case below is an attempt of the same token
+    alice = _auth(api.tokens["alice"])
+    cases = [
+        (api.post("/api/submissions", json=doc), 401, "missing bearer token"),
+        (api.post("/api/submissions", json=doc, headers=_auth("not-a-token")), 401, "invalid or revoked token"),
+        (api.post("/api/submissions", content=b'{"schema_version": 1, "benchmark": ', headers=alice), 400, "malformed JSON"),
+        (api.post("/api/submissions", content=b"\xff\xfe", headers=alice), 400, "malformed JSON"),
+        (api.post("/api/submissions", json={**doc, "schema_version": 2}, headers=alice), 422,
+         "schema_version 2 is not supported"),
+        (api.post("/api/submissions", json={k: v for k, v in doc.items() if k != "plugin"}, headers=alice), 422,
+         "plugin: required key is missing"),
+        (api.post("/api/submissions", json={**doc, "extra": 1}, headers=alice), 422, "extra: unknown key"),
+        (api.post("/api/submissions", json={**doc, "runs": [{**doc["runs"][0], "seed": "zero"}]}, headers=alice), 422,
+         "runs[0].seed"),
+        (api.post("/api/submissions", json={**doc, "padding": "x" * 70_000}, headers=alice), 413, "larger than the limit"),
+        # no Content-Length: the body is streamed and cut off at the limit
+        (api.post("/api/submissions", content=iter([b"{" + b" " * 40_000] * 2), headers=alice), 413,
+         "larger than the limit"),
+    ]
+    for resp, status, message in cases:
+        assert resp.status_code == status, (status, resp.text)
+        assert message in resp.json()["error"]
+    assert api.store.counts() == {}
+
+    api.store.revoke_token("bob")
+    resp = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["bob"]))
+    assert resp.status_code == 401 and "revoked" in resp.json()["error"]
+    assert api.store.counts() == {}
+
+
+def test_rate_limit_per_token(api, tiny):
+    doc = tiny["docs"]["random"]
+    codes = [api.post("/api/submissions", json=doc, headers=_auth(api.tokens["burst"])).status_code for _ in range(7)]
+    assert codes == [202] * 5 + [429] * 2
+    resp = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["burst"]))
+    assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+    # other tokens are not affected
+    assert api.post("/api/submissions", json=doc, headers=_auth(api.tokens["alice"])).status_code == 202
+    assert api.store.counts() == {"pending": 6}
+
+
+def test_worker_verifies_ranks_and_pages_escape_user_strings(tmp_path, tiny):
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = ServerStore(url)
+    token = store.create_token(EVIL)
+    store.close()
+    evil = copy.deepcopy(tiny["docs"]["margin"])
+    evil["strategy"]["label"] = EVIL
+    app = create_app(url, rate_limit=0)
+    with TestClient(app) as client:
+        ids = []
+        for doc in (evil, tiny["docs"]["random"], _tampered(tiny["docs"]["random"])):
+            resp = client.post("/api/submissions", json=doc, headers=_auth(token))
+            assert resp.status_code == 202
+            ids.append(resp.json()["id"])
+        states = _wait_final(lambda i: client.get(f"/api/submissions/{i}").json()["status"], ids)
+        assert [states[i] for i in ids] == ["verified", "verified", "rejected"]
+        assert "claimed accuracy" in client.get(f"/api/submissions/{ids[2]}").json()["reason"]
+
+        board = client.get("/api/leaderboards/tiny-missing").json()
+        assert sorted(r["strategy"] for r in board["rows"]) == sorted([EVIL, "random"])  # the rejected one is not ranked
+        assert all(len(r["seeds"]) == 2 for r in board["rows"])
+
+        page = client.get("/")
+        assert page.status_code == 200 and "script-src" not in page.headers["content-security-policy"]
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert "<script" not in page.text and "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in page.text
+        assert 'class="leaderboard"' in page.text and "data:image/png;base64," in page.text
+        detail = client.get(f"/submissions/{ids[0]}")
+        assert detail.status_code == 200 and "<script" not in detail.text and "&lt;script&gt;" in detail.text
+        assert client.get("/submissions/12345").status_code == 404
+
+
+# -- a real uvicorn process ---------------------------------------------------------------------------------------
+def _post(url, doc, token, timeout=30):
+    req = urllib.request.Request(f"{url}/api/submissions", data=json.dumps(doc).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _status(url, sid):
+    with urllib.request.urlopen(f"{url}/api/submissions/{sid}", timeout=30) as resp:
+        return json.loads(resp.read())["status"]
+
+
+def _cli(capsys, *args):
+    from mmal_core.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    return info.value.code, out.out, " ".join(out.err.split())
+
+
+def test_submit_verify_rank_against_a_real_server(tmp_path, tiny, capsys):
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    code, out, err = _cli(capsys, "serve", "token", "create", "alice", "--db", db)
+    assert code == 0, err
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(out.strip() + "\n")
+    with ServerProcess(db, env=plugin_env(tiny["site"]), log_path=tmp_path / "serve.log") as server:
+        code, out, err = _cli(capsys, "submit", "bench:tiny-missing:margin", "--db", str(tiny["db"]),
+                              "--to", server.url, "--token-file", str(token_file), "--wait", "--timeout", "240")
+        assert code == 0, err
+        assert "verified" in out
+        with urllib.request.urlopen(f"{server.url}/api/leaderboards/tiny-missing", timeout=30) as resp:
+            board = json.loads(resp.read())
+        assert [r["strategy"] for r in board["rows"]] == ["margin"]
+
+        code, _, err = _cli(capsys, "serve", "token", "revoke", "alice", "--db", db)
+        assert code == 0, err
+        code, _, err = _cli(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
+                            "--to", server.url, "--token-file", str(token_file))
+        assert code == 2 and "401" in err and "revoked" in err
+        code, _, err = _cli(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
+                            "--to", "ftp://x", "--token-file", str(token_file))
+        assert code == 2 and "--to ftp://x" in err
+    assert ServerStore(db).counts() == {"verified": 1}
+
+
+def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
+    """Submissions that got a 202 survive a SIGKILL of the server and are verified after a restart."""
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    store = ServerStore(db)
+    token = store.create_token("loader")
+    store.close()
+    docs = []
+    for i in range(16):
+        doc = copy.deepcopy(tiny["docs"]["margin" if i % 2 else "random"])
+        doc["strategy"]["label"] = f"{doc['strategy']['label']}-{i}"
+        docs.append(_tampered(doc) if i % 4 == 3 else doc)
+    server = ServerProcess(db, env=plugin_env(tiny["site"]), extra_args=["--rate-limit", "0"],
+                           log_path=tmp_path / "serve.log").start()
+    accepted: dict[int, int] = {}  # submission id -> index of the document
+    lock = threading.Lock()
+
+    def send(i):
+        try:
+            code, body = _post(server.url, docs[i], token, timeout=20)
+        except OSError:  # the server died under us: this one was never accepted
+            return
+        if code == 202:
+            with lock:
+                accepted[body["id"]] = i
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(docs))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(accepted) < len(docs) // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # SIGKILL in the middle of the burst
+    for t in threads:
+        t.join(30)
+    assert len(accepted) >= len(docs) // 2
+    stored = {row["id"] for row in ServerStore(db).submissions()}
+    assert set(accepted) <= stored
+
+    with ServerProcess(db, env=plugin_env(tiny["site"]), log_path=tmp_path / "serve2.log") as again:
+        states = _wait_final(lambda i: _status(again.url, i), sorted(stored))
+    for sid, i in accepted.items():
+        assert states[sid] == ("rejected" if i % 4 == 3 else "verified"), (sid, i, states[sid])
