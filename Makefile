@@ -5,7 +5,9 @@ BIN     = $(VENV)/bin
 # Every plugin distribution that ships in this repository (one per line keeps merges easy).
 PLUGINS = \
 	plugins/mmal-synthetic \
-	plugins/mmal-strategies
+	plugins/mmal-strategies \
+	plugins/mmal-encoders \
+	plugins/mmal-datasets
 
 .PHONY: setup demo test bench clean
 

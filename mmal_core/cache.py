@@ -12,7 +12,9 @@ re-encode. Layout of a cache file::
     /features/<m>       (n, d_m) float32, chunked, compressed, Fletcher-32 checksummed
     attributes          format, key, dataset, dataset_version, params, source_key,
                         source_hash, modalities, encoders (name/version/fingerprint per
-                        modality), class_names, skipped, mmal_version, created, complete
+                        modality), class_names, skipped (unreadable items per modality),
+                        missing (absent items per modality), mmal_version, created, complete
+    /info               JSON text: the dataset's provenance notes (file lists, unreadable files)
 
 Writing is atomic (a temporary file in the same folder, renamed at the end) and guarded by a
 file lock, so two processes asking for the same cache at once produce one good file. A file
@@ -244,14 +246,16 @@ def write_cache(
     """Encode every modality of ``source`` and write the cache file ``path`` atomically.
 
     progress: called as ``progress(modality, n_items_done_in_this_call)`` after each batch.
-    Items that are ``None``, or that an encoder rejects with ``ValueError``/``OSError``, are
-    stored as missing (mask False) and counted in the ``skipped`` attribute.
+    Items that are ``None`` are stored as missing (mask False) and counted in the ``missing``
+    attribute; items whose loading raises ``ValueError``/``OSError`` (an unreadable file) are
+    stored as missing too and counted in ``skipped``, their messages kept in ``/info``.
     """
     n = len(source.labels)
     order = np.argsort(np.asarray(source.split, dtype=np.uint8), kind="stable")  # train rows first
     mods = request.modalities
     mask = np.zeros((n, len(mods)), dtype=bool)
     skipped: dict[str, int] = {}
+    missing: dict[str, int] = {}
     with atomic_h5(path) as h5:
         h5.create_dataset("ids", data=np.asarray(source.ids, dtype=np.int64)[order])
         h5.create_dataset("labels", data=np.asarray(source.labels, dtype=np.int64)[order])
@@ -260,7 +264,7 @@ def write_cache(
         for j, m in enumerate(mods):
             encoder, items = encoders[m], source.items[m]
             dset = None
-            skipped[m] = 0
+            skipped[m] = missing[m] = 0
             for start in range(0, n, max(1, int(encoder.batch_size))):
                 rows = order[start : start + int(encoder.batch_size)]
                 batch, where = [], []
@@ -268,9 +272,11 @@ def write_cache(
                     try:
                         item = items[int(row)]
                     except (OSError, ValueError) as err:  # unreadable file: count it, keep going
-                        item = None
+                        skipped[m] += 1
                         source.info.setdefault("unreadable", []).append(f"{m}[{int(row)}]: {err}")
+                        continue
                     if item is None:
+                        missing[m] += 1
                         continue
                     batch.append(item)
                     where.append(k)
@@ -294,7 +300,6 @@ def write_cache(
                 if where:
                     block[where] = vectors
                     mask[start + np.asarray(where), j] = True
-                skipped[m] += len(rows) - len(where)
                 dset[start : start + len(rows)] = block
                 if progress is not None:
                     progress(m, len(rows))
@@ -311,7 +316,9 @@ def write_cache(
         attrs["encoders"] = json.dumps(request.encoders, sort_keys=True, default=str)
         attrs["class_names"] = json.dumps(list(source.class_names))
         attrs["skipped"] = json.dumps(skipped)
-        attrs["info"] = json.dumps(source.info, sort_keys=True, default=str)
+        attrs["missing"] = json.dumps(missing)
+        # Free-form provenance can be long (file lists): a dataset, not an attribute (64 KiB limit).
+        h5.create_dataset("info", data=json.dumps(source.info, sort_keys=True, default=str))
         from . import __version__
 
         attrs["mmal_version"] = __version__
@@ -371,7 +378,7 @@ def _decoded_attrs(h5) -> dict[str, Any]:
             v = v.decode()
         if isinstance(v, np.generic):
             v = v.item()
-        if k in ("params", "modalities", "encoders", "class_names", "skipped", "info") and isinstance(v, str):
+        if k in ("params", "modalities", "encoders", "class_names", "skipped", "missing") and isinstance(v, str):
             with contextlib.suppress(ValueError):
                 v = json.loads(v)
         out[k] = v
@@ -403,7 +410,7 @@ def _check_structure(h5, path: Path) -> tuple[dict[str, Any], int, dict[str, int
 
 
 @contextlib.contextmanager
-def _open(path: Path):
+def _open(path: Path, dataset: str | None = None):
     import h5py
 
     try:
@@ -412,7 +419,9 @@ def _open(path: Path):
         raise MmalError(f"cache {path}: no such file") from None
     except OSError as err:
         reason = str(err).split("(")[0].strip() or type(err).__name__
-        raise MmalError(f"cache {path}: cannot be read as HDF5, it is truncated or corrupt ({reason}); {_rebuild_hint(path)}") from None
+        raise MmalError(
+            f"cache {path}: cannot be read as HDF5, it is truncated or corrupt ({reason}); {_rebuild_hint(path, dataset)}"
+        ) from None
     try:
         yield h5
     finally:
@@ -523,22 +532,29 @@ class LazyFeatures:
         if index.size == 0:
             return np.empty((0, self.shape[1]), np.float32)
         index = np.where(index < 0, index + len(self), index)
-        lo, hi = int(index.min()), int(index.max()) + 1
-        # Read the covering range in chunk-sized pieces and gather the wanted rows: much faster
-        # than HDF5 point selection, and the memory used is bounded by the range read.
+        # Read only the chunks that hold wanted rows, whole (HDF5 decompresses whole chunks
+        # anyway), and gather the rows: much faster than HDF5 point selection, and the memory
+        # used beyond the output is one run of chunks.
         out = np.empty((index.size, self.shape[1]), np.float32)
         order = np.argsort(index, kind="stable")
-        sorted_idx = index[order]
-        step = max(int(self._dset.chunks[0]) if self._dset.chunks else 4096, 1) * 8
-        pos = 0
-        for block_lo in range(lo, hi, step):
-            block_hi = min(block_lo + step, hi)
-            end = np.searchsorted(sorted_idx, block_hi, side="left")
-            if end == pos:
-                continue
-            block = self._dset[self.start + block_lo : self.start + block_hi]
-            out[order[pos:end]] = block[sorted_idx[pos:end] - block_lo]
-            pos = end
+        rows = index[order] + self.start
+        chunk = int(self._dset.chunks[0]) if self._dset.chunks else 4096
+        first_chunk = rows // chunk
+        bounds = np.flatnonzero(np.diff(first_chunk)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [rows.size]])
+        k = 0
+        while k < len(starts):
+            # merge consecutive chunks into one read of at most 16 chunks
+            j = k
+            while j + 1 < len(starts) and first_chunk[starts[j + 1]] == first_chunk[starts[j]] + 1 and j - k < 15:
+                j += 1
+            lo = int(first_chunk[starts[k]]) * chunk
+            hi = min((int(first_chunk[starts[j]]) + 1) * chunk, self._dset.shape[0])
+            block = self._dset[lo:hi]
+            sel = slice(int(starts[k]), int(ends[j]))
+            out[order[sel]] = block[rows[sel] - lo]
+            k = j + 1
         return out
 
 
@@ -565,7 +581,7 @@ def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = Fal
 
     from .data import Split
 
-    with _open(path) as h5:
+    with _open(path, request.dataset if request is not None else None) as h5:
         attrs, n, dims = _check_structure(h5, path)
     hint = _rebuild_hint(path, attrs.get("dataset"))
     if request is not None:
@@ -626,7 +642,7 @@ def _enc_label(desc: Any) -> str:
 
 
 # -- the front door -----------------------------------------------------------------------------
-def _default_progress(total: int, label: str):
+def _default_progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .cli.common import err_console
@@ -671,13 +687,16 @@ def ensure_cache(
         with lock:
             if path.exists() and not rebuild:  # another process built it while we waited
                 return path, False
+            for stale in folder.glob(f".{path.name}.*.tmp"):  # left by a killed builder (we hold the lock)
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             source = build_source()
             n = len(source.labels)
             for m in request.modalities:
                 if len(source.items[m]) != n:
                     raise MmalError(f"dataset '{request.dataset}': modality '{m}' has {len(source.items[m])} items for {n} samples")
             if show_progress:
-                progress = _default_progress(n * len(request.modalities), request.dataset)
+                progress = _default_progress()
                 with progress:
                     tasks = {
                         m: progress.add_task(f"encoding {request.dataset}/{m} ({encoders[m].name})", total=n)
@@ -797,6 +816,7 @@ class RawDataset(Dataset):
             "encoders": request.encoders,
             "class_names": arrays.class_names,
             "skipped": arrays.attrs.get("skipped"),
+            "missing": arrays.attrs.get("missing"),
             "source_hash": arrays.attrs.get("source_hash"),
             "seed": int(seed),
         }

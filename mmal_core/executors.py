@@ -149,13 +149,14 @@ class _ProgressFollower:
         for key, (spec, reported) in list(self.watched.items()):
             rows = self.store.conn.execute(
                 "SELECT o.round, o.n_labeled, o.metrics, o.queried_ids, o.timings FROM rounds o"
-                " JOIN runs r ON r.id = o.run_id WHERE r.experiment_id=? AND r.run_key=? ORDER BY o.round",
-                (self.experiment_id, key),
+                " JOIN runs r ON r.id = o.run_id WHERE r.experiment_id=? AND r.run_key=? AND o.round >= ?"
+                " ORDER BY o.round",
+                (self.experiment_id, key, reported),  # rounds are numbered 0, 1, ... without gaps
             ).fetchall()
-            for row in rows[reported:]:
+            for row in rows:
                 record = RoundRecord(row[0], row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]))
                 self.callbacks.round_finished(spec, record)
-            self.watched[key] = (spec, max(reported, len(rows)))
+            self.watched[key] = (spec, reported + len(rows))
 
 
 def _failed_outcome(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:

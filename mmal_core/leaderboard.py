@@ -70,6 +70,15 @@ class Curve:
         return np.array([float(m.get("accuracy", float("nan"))) for m in self.metrics], dtype=np.float64)
 
 
+def require(*modules: str, what: str) -> None:
+    """Raise :class:`MmalError` naming the pip package when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MmalError(f"{what} needs the Python package(s) {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
 # -- collecting ----------------------------------------------------------------------------------
 def curves_from_store(store, benchmarks: Iterable) -> list[Curve]:
     """Curves of every finished run in ``store`` that belongs to one of ``benchmarks``.

@@ -23,9 +23,12 @@ def get_params(obj: Any) -> dict[str, Any]:
 
 def construct(cls: type, params: dict[str, Any], what: str) -> Any:
     """Instantiate a plugin class with ``params``; unknown parameters get a one-line error."""
-    sig = inspect.signature(cls.__init__)
-    accepted = [p.name for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL,)]
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    if cls.__init__ is object.__init__:  # a class without parameters
+        accepted, takes_any = [], False
+    else:
+        sig = inspect.signature(cls.__init__)
+        accepted = [p.name for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     if not takes_any:
         for key in params:
             if key not in accepted:

@@ -23,6 +23,12 @@ CPU gives the numbers it recorded. Each compared metric (the benchmark's ``metri
 differ from the claim by at most :func:`metric_tolerance` (one test sample's worth, to allow
 for floating-point differences between machines); leaderboards then rank the *replayed*
 values, never the claimed ones.
+
+When this machine has the strategy's plugin with the submission's source hash, the replay
+also re-runs the strategy's selection on each replayed model (:func:`_replay_selection`,
+built from the loop's own helpers; it mirrors the selection step of
+:func:`mmal_core.loop.execute_run`) and reports whether the claimed ids come out
+(:attr:`Verdict.selection`); that check is informational and never rejects.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -242,6 +249,9 @@ class Verdict:
     reason: str = ""
     replayed: list[dict[str, Any]] = field(default_factory=list)
     rounds_trained: int = 0
+    #: Outcome of re-running the strategy's selection (informational, never a reason to
+    #: reject): "reproduced ...", "differs ..." or "not checked: why".
+    selection: str = ""
 
 
 class ReplayCache:
@@ -255,6 +265,7 @@ class ReplayCache:
         self.size = size
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._datasets: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -270,6 +281,21 @@ class ReplayCache:
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+    def model(self, key: str) -> Any:
+        """A trained round model kept for selection replays (None when not cached)."""
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        return None
+
+    def put_model(self, key: str, model: Any, size: int = 256) -> None:
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > size:
+                self._models.popitem(last=False)
 
     def dataset(self, bench, seed: int):
         from . import load_dataset
@@ -292,13 +318,57 @@ def _reject(reason: str) -> Verdict:
 
 
 def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (NaN would compare as 'within tolerance' otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
-def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verdict:
-    """Replay ``doc`` and compare; never raises for a bad claim (it is rejected with a reason)."""
+def _selection_strategy(doc: Submission) -> tuple[Any, str]:
+    """(strategy instance, "") when this machine has the submission's strategy with the same
+    distribution and source hash; else (None, why the selection is not re-run)."""
+    from .benchmarks import strategy_distribution
+    from .config import PluginSpec
+    from .loop import build_strategy
+
+    name = doc.strategy.name
+    try:
+        dist, _ = strategy_distribution(name)
+        if dist != doc.plugin.distribution:
+            return None, f"not checked: strategy '{name}' comes from {dist} here, not {doc.plugin.distribution}"
+        if source_hash(name) != doc.plugin.source_hash:
+            return None, f"not checked: the source of {dist} here differs from the submission's"
+        return build_strategy(PluginSpec(name=name, params=doc.strategy.params)), ""
+    except MmalError as err:
+        return None, f"not checked: {err}"
+
+
+def _replay_selection(strategy: Any, name: str, model: Any, dataset: Any, metrics: dict[str, Any],
+                      is_labeled: np.ndarray, budget: int, seed: int, rnd: int) -> list[int]:
+    """Sample ids the strategy queries in round ``rnd``, computed exactly as the loop does."""
+    from .loop import _STREAM_STRATEGY, check_picks, derive_seed, view_params
+    from .view import PoolView
+
+    pool = dataset.train
+    labeled, unlabeled = np.flatnonzero(is_labeled), np.flatnonzero(~is_labeled)
+    view = PoolView.from_model(
+        model, pool, unlabeled, labeled, strategy.requires,
+        metrics=metrics, n_classes=dataset.n_classes, params=view_params(strategy),
+    )._for_strategy(name)
+    rng = np.random.default_rng(derive_seed(seed, _STREAM_STRATEGY, rnd))
+    picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), name)
+    return pool.ids[unlabeled[picks]].tolist()
+
+
+def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_selection: bool = True) -> Verdict:
+    """Replay ``doc`` and compare; never raises for a bad claim (it is rejected with a reason).
+
+    check_selection: when this machine has the strategy's plugin with the submission's source
+    hash, also re-run the selection of every round on the replayed model and report in
+    :attr:`Verdict.selection` whether it queries the claimed ids (informational only: a run
+    made on a GPU may legitimately pick differently).
+    """
     from .benchmarks import all_benchmarks, benchmark_by_hash
     from .loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
     from .metrics import get_metric
@@ -320,8 +390,14 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verd
     schedule = bench.budget.schedule
     replayed: list[dict[str, Any]] = []
     trained = 0
+    strategy, selection = _selection_strategy(doc) if check_selection else (None, "not checked")
+    if bench.model.warm_start and strategy is not None:
+        strategy, selection = None, "not checked: warm-started benchmark"
+    selection_rounds = 0
     for run in sorted(doc.runs, key=lambda r: r.seed):
         where = f"seed {run.seed}"
+        if strategy is not None:  # a fresh instance per run, as the loop builds one per run
+            strategy, selection = _selection_strategy(doc)
         dataset = cache.dataset(bench, run.seed)
         pool = dataset.train
         tolerance = metric_tolerance(len(dataset.test))
@@ -357,7 +433,9 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verd
                 json.dumps([bench.hash, run.seed, r, labeled.tolist()]).encode()
             ).hexdigest()
             metrics = None if bench.model.warm_start else cache.get(key)
-            if metrics is None:
+            wants_model = strategy is not None and want > 0
+            model = cache.model(key) if wants_model else None
+            if metrics is None or (wants_model and model is None):
                 try:
                     model = train_round_model(bench.model, dataset, labeled, run.seed, r, init_state=state)
                     metrics = json.loads(json.dumps(round_metrics(model, dataset, labeled), default=float))
@@ -368,11 +446,13 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verd
                     state = model.state()
                 else:
                     cache.put(key, metrics)
+                    if wants_model:
+                        cache.put_model(key, model)
             for path in bench.metrics:
                 claimed = _number(get_metric(claim.metrics, path))
                 actual = _number(get_metric(metrics, path))
                 if claimed is None:
-                    return _reject(f"{at}: metric '{path}' is missing or not a number in the claim")
+                    return _reject(f"{at}: metric '{path}' is missing or not a finite number in the claim")
                 if actual is None:
                     return _reject(f"{at}: the replay produced no metric '{path}'")
                 if abs(claimed - actual) > tolerance:
@@ -380,7 +460,21 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None) -> Verd
                         f"{at}: claimed {path} {claimed:.6g} but the replay gives {actual:.6g} "
                         f"(tolerance {tolerance:.3g})"
                     )
+            if wants_model:
+                try:
+                    chosen = _replay_selection(strategy, doc.strategy.name, model, dataset, dict(metrics),
+                                               is_labeled, want, run.seed, r)
+                except Exception as err:  # a strategy failing here says nothing about the claim
+                    strategy, selection = None, f"not checked: the strategy failed at {at}: {type(err).__name__}: {err}"
+                else:
+                    if sorted(chosen) != sorted(claim.queried_ids):
+                        strategy = None
+                        selection = f"differs: at {at} the server's copy of the strategy queries other ids"
+                    else:
+                        selection_rounds += 1
             seed_metrics.append(metrics)
             is_labeled[picks] = True
         replayed.append({"seed": run.seed, "n_labeled": counts, "metrics": seed_metrics})
-    return Verdict("verified", "", replayed, trained)
+    if strategy is not None:
+        selection = f"reproduced: the server's copy of the strategy queried the claimed ids in all {selection_rounds} rounds"
+    return Verdict("verified", "", replayed, trained, selection)

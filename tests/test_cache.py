@@ -335,3 +335,26 @@ def test_list_caches_reports_good_and_bad_files(tmp_path):
     infos = {i.path.name: i for i in list_caches(tmp_path)}
     assert infos[good.name].ok and infos[good.name].n == N and infos[good.name].dims == {"a": 5, "b": 3}
     assert not infos["junk-0000.h5"].ok and "corrupt" in infos["junk-0000.h5"].problem
+
+
+def test_a_killed_builders_temporary_file_is_cleared_by_the_next_build(tmp_path):
+    request, encoders = toy_request()
+    stale = tmp_path / f".{request.filename()}.killed.tmp"
+    stale.write_bytes(b"half a cache")
+    path, built = ensure_cache(request, toy_source, encoders, tmp_path, show_progress=False)
+    assert built and not stale.exists() and verify_cache(path).ok
+
+
+def test_long_provenance_notes_fit_in_the_cache(tmp_path):
+    import json
+
+    request, encoders = toy_request()
+
+    def source():
+        src = toy_source()
+        src.info["files"] = [f"category/drawing_{i:06d}_with_a_long_name.svg" for i in range(5000)]  # > 64 KiB
+        return src
+
+    path, _ = ensure_cache(request, source, encoders, tmp_path, show_progress=False)
+    with h5py.File(path) as h5:
+        assert len(json.loads(h5["info"][()])["files"]) == 5000

@@ -113,13 +113,21 @@ def small_config(**overrides) -> dict:
     return tiny_config(**{**settings, **overrides})
 
 
+def serial_reference(tmp_path_factory):
+    """The small experiment run one run after the other in this process, once per session."""
+    cfg = parse_config(small_config())
+    folder = tmp_path_factory.getbasetemp() / "executors-reference"
+    done = folder / "done"
+    if not done.exists():  # the Ray tests reuse the database this module made
+        folder.mkdir(exist_ok=True)
+        run_experiment(cfg, str(folder / "serial.db"))
+        done.touch()
+    return cfg, rounds_of(folder / "serial.db")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The small experiment run one run after the other in this process."""
-    cfg = parse_config(small_config())
-    db = tmp_path_factory.mktemp("reference") / "serial.db"
-    run_experiment(cfg, str(db))
-    return cfg, rounds_of(db)
+    return serial_reference(tmp_path_factory)
 
 
 def test_two_worker_processes_give_the_serial_result_once(tmp_path, reference):
@@ -216,13 +224,29 @@ def test_make_executor_builds_what_the_options_say():
     assert isinstance(ray, RayExecutor) and (ray.address, ray.workers, ray.gpu_fraction) == ("127.0.0.1:6379", 2, 0.5)
 
 
-def test_cli_runs_with_two_workers_and_rejects_bad_options(tmp_path, write_config):
+def test_cli_runs_with_two_workers(tmp_path, write_config):
     path = write_config(small_config(budget={"initial": 10, "per_round": 10, "rounds": 1}))
     db = tmp_path / "cli.db"
     res = run_cli("run", str(path), "--db", str(db), "--workers", "2", "--retries", "0")
     assert res.returncode == 0, res.stderr
     assert "local, 2 worker processes" in res.stdout
     assert len(rounds_of(db)) == 4
-    bad = run_cli("run", str(path), "--db", str(db), "--executor", "rey")
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["error: --executor rey: unknown executor (did you mean 'ray'?); expected one of local, ray"]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--executor", "rey"], "error: --executor rey: unknown executor (did you mean 'ray'?); expected one of local, ray"),
+        (["--workers", "0"], "error: --workers 0: expected at least 1"),
+        (["--gpu-fraction", "0.5"], "error: --gpu-fraction: only used with --executor ray"),
+    ],
+)
+def test_cli_rejects_bad_executor_options_before_writing(tmp_path, write_config, capsys, option, message):
+    from mmal_core.cli import main
+
+    path = write_config(small_config())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(path), "--db", str(tmp_path / "never.db"), *option])
+    assert exit_info.value.code == 2
+    assert " ".join(capsys.readouterr().err.split()) == message
+    assert not (tmp_path / "never.db").exists()

@@ -22,8 +22,8 @@ from mmal_core import MmalError  # noqa: E402
 from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
 from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
-from mmal_core.server.testing import ServerProcess, plugin_env, tiny_results  # noqa: E402
-from mmal_core.submission import ReplayCache, parse_submission, verify_submission  # noqa: E402
+from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env, tiny_results  # noqa: E402
+from mmal_core.submission import parse_submission, verify_submission  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'
 
@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cache():
-    return ReplayCache()
+    return SHARED_REPLAY_CACHE
 
 
 def _tampered(doc, seed=1, rnd=2, delta=0.05):
@@ -82,10 +82,23 @@ def test_replay_reproduces_the_run_exactly(tiny, cache):
         doc = tiny["docs"][name]
         verdict = verify_submission(parse_submission(doc), cache)
         assert verdict.status == "verified", verdict.reason
+        assert verdict.selection.startswith("reproduced: the server's copy of the strategy queried the claimed ids")
         for claimed, replayed in zip(doc["runs"], verdict.replayed):
             assert replayed["seed"] == claimed["seed"]
             assert [m["accuracy"] for m in replayed["metrics"]] == [r["metrics"]["accuracy"] for r in claimed["rounds"]]
             assert [m["macro_f1"] for m in replayed["metrics"]] == [r["metrics"]["macro_f1"] for r in claimed["rounds"]]
+
+
+def test_selection_replay_reports_a_strategy_that_did_not_make_the_queries(tiny, cache):
+    doc = copy.deepcopy(tiny["docs"]["random"])
+    doc["strategy"].update(name="entropy", label="entropy")  # claims entropy, but random chose the ids
+    verdict = verify_submission(parse_submission(doc), cache)
+    assert verdict.status == "verified"  # model and metrics are right for these labeled sets
+    assert verdict.selection.startswith("differs: at seed 0 round 0")
+    doc = copy.deepcopy(tiny["docs"]["random"])
+    doc["plugin"]["source_hash"] = "0" * 64
+    verdict = verify_submission(parse_submission(doc), cache)
+    assert verdict.status == "verified" and verdict.selection.startswith("not checked: the source of mmal-strategies")
 
 
 @pytest.mark.parametrize("edit, reason", [
@@ -105,6 +118,8 @@ def test_replay_reproduces_the_run_exactly(tiny, cache):
     (lambda d: d["benchmark"].__setitem__("hash", "0123456789abcdef"), "unknown benchmark hash 0123456789abcdef"),
     (lambda d: d["benchmark"].__setitem__("name", "synthetic-missing"), "is 'tiny-missing', not 'synthetic-missing'"),
     (lambda d: d["runs"][0]["rounds"][0]["metrics"].pop("accuracy"), "metric 'accuracy' is missing"),
+    (lambda d: d["runs"][0]["rounds"][0]["metrics"].__setitem__("accuracy", float("nan")),
+     "metric 'accuracy' is missing or not a finite number"),
 ])
 def test_tampered_claims_are_rejected_with_the_reason(tiny, cache, edit, reason):
     doc = copy.deepcopy(tiny["docs"]["margin"])
@@ -160,6 +175,10 @@ def test_a_valid_submission_is_accepted_with_a_status_url(api, tiny):
     assert api.get("/api/submissions/999").status_code == 404
     assert api.get("/api/submissions/abc").status_code == 422
     assert api.get("/api/leaderboards/nosuch").status_code == 404
+    schema = api.get("/api/schema").json()
+    assert schema["properties"]["schema_version"]["const"] == 1 and "runs" in schema["required"]
+    benches = {b["name"]: b for b in api.get("/api/benchmarks").json()}
+    assert benches["tiny-missing"]["hash"] == tiny["docs"]["margin"]["benchmark"]["hash"]
 
 
 def test_refused_requests_change_nothing(api, tiny):
@@ -194,25 +213,42 @@ def test_refused_requests_change_nothing(api, tiny):
     assert api.store.counts() == {}
 
 
-def test_rate_limit_per_token(api, tiny):
+def test_sending_the_same_document_again_is_safe(api, tiny):
     doc = tiny["docs"]["random"]
-    codes = [api.post("/api/submissions", json=doc, headers=_auth(api.tokens["burst"])).status_code for _ in range(7)]
+    first = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["alice"])).json()
+    again = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["alice"]))
+    assert again.status_code == 202
+    assert again.json()["id"] == first["id"] and again.json()["duplicate"] is True and not first["duplicate"]
+    other = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["bob"])).json()
+    assert other["id"] != first["id"]
+    assert api.store.counts() == {"pending": 2}
+
+
+def test_rate_limit_per_token(api, tiny):
+    def doc(i):
+        d = copy.deepcopy(tiny["docs"]["random"])
+        d["strategy"]["label"] = f"random-{i}"
+        return d
+
+    codes = [api.post("/api/submissions", json=doc(i), headers=_auth(api.tokens["burst"])).status_code
+             for i in range(7)]
     assert codes == [202] * 5 + [429] * 2
-    resp = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["burst"]))
+    resp = api.post("/api/submissions", json=doc(8), headers=_auth(api.tokens["burst"]))
     assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+    assert "at most 5 submissions per minute" in resp.json()["error"]
     # other tokens are not affected
-    assert api.post("/api/submissions", json=doc, headers=_auth(api.tokens["alice"])).status_code == 202
+    assert api.post("/api/submissions", json=doc(9), headers=_auth(api.tokens["alice"])).status_code == 202
     assert api.store.counts() == {"pending": 6}
 
 
-def test_worker_verifies_ranks_and_pages_escape_user_strings(tmp_path, tiny):
+def test_worker_verifies_ranks_and_pages_escape_user_strings(tmp_path, tiny, cache):
     url = f"sqlite:///{tmp_path / 'server.db'}"
     store = ServerStore(url)
     token = store.create_token(EVIL)
     store.close()
     evil = copy.deepcopy(tiny["docs"]["margin"])
     evil["strategy"]["label"] = EVIL
-    app = create_app(url, rate_limit=0)
+    app = create_app(url, rate_limit=0, replay_cache=cache)
     with TestClient(app) as client:
         ids = []
         for doc in (evil, tiny["docs"]["random"], _tampered(tiny["docs"]["random"])):
@@ -234,6 +270,8 @@ def test_worker_verifies_ranks_and_pages_escape_user_strings(tmp_path, tiny):
         assert 'class="leaderboard"' in page.text and "data:image/png;base64," in page.text
         detail = client.get(f"/submissions/{ids[0]}")
         assert detail.status_code == 200 and "<script" not in detail.text and "&lt;script&gt;" in detail.text
+        assert "same source as the submission" in detail.text and "reproduced:" in detail.text
+        assert client.get(f"/api/submissions/{ids[1]}").json()["selection"].startswith("reproduced")
         assert client.get("/submissions/12345").status_code == 404
 
 
@@ -330,3 +368,24 @@ def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
         states = _wait_final(lambda i: _status(again.url, i), sorted(stored))
     for sid, i in accepted.items():
         assert states[sid] == ("rejected" if i % 4 == 3 else "verified"), (sid, i, states[sid])
+
+
+def test_token_and_serve_commands_refuse_bad_input(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    code, out, err = _cli(capsys, "serve", "token", "create", "carol", "--db", db)
+    assert code == 0 and len(out.strip()) >= 40, err
+    code, _, err = _cli(capsys, "serve", "token", "create", "carol", "--db", db)
+    assert code == 2 and "token 'carol' already exists" in err
+    code, out, _ = _cli(capsys, "serve", "token", "list", "--db", db)
+    assert code == 0 and "carol" in out and "active" in out
+    code, _, err = _cli(capsys, "serve", "token", "revoke", "dave", "--db", db)
+    assert code == 2 and "no active token" in err
+    code, _, err = _cli(capsys, "serve", "token", "create", "x", "--db", str(tmp_path / "no" / "s.db"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = _cli(capsys, "serve", "--port", "0", "--db", db)
+    assert code == 2 and "--port 0" in err
+    code, _, err = _cli(capsys, "serve", "token", "create", "x", "--db", "nosuchdriver://x")
+    assert code == 2 and "--db nosuchdriver://x" in err
+    code, _, err = _cli(capsys, "submit", "whatever", "--to", "http://127.0.0.1:9", "--token-file",
+                        str(tmp_path / "missing.token"))
+    assert code == 2 and "--token-file" in err and "no such file" in err

@@ -269,3 +269,33 @@ def test_cli_show_export_and_refusals(tmp_path, write_config, capsys, monkeypatc
     doc = json.loads(out)
     first = doc["runs"][0]["rounds"][0]["metrics"]
     assert set(first["shapley_accuracy"]) == {"m0", "m1"} and "class_histogram" in first["query"]
+
+    # the study's summary script reads the same database
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "study" / "summarize.py"
+    spec = importlib.util.spec_from_file_location("study_summarize", path)
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert summarize.average_ranks([0.5, 0.9, 0.5, 0.1]) == [2.5, 1.0, 2.5, 4.0]
+    capsys.readouterr()
+    assert summarize.main([str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "### synthetic-missing (1 seeds ranked)" in out
+    assert "| bmmal | multimodal |" in out and "| modality_uncertainty | multimodal |" in out
+
+
+def test_labeled_fields_count_as_provided_when_the_model_computes_the_field():
+    from mmal_core.loop import validate_experiment
+
+    cfg = {
+        "name": "v",
+        "dataset": {"name": "synthetic-missing", "params": {"n_train": 100, "n_test": 50}},
+        "budget": {"initial": 10, "per_round": 5, "rounds": 1},
+        "strategies": ["missing_aware_coreset"],  # needs labeled_modality_embeddings
+        "seeds": [0],
+    }
+    validate_experiment(parse_config(cfg))  # fusion-mlp computes modality_embeddings
+    cfg["model"] = {"name": "fusion-mlp", "params": {"unimodal_heads": False}}
+    validate_experiment(parse_config(cfg))  # encoders only: still fine without the heads

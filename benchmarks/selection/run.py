@@ -167,6 +167,18 @@ def case_kmeans_sklearn(data, budget):
     return nearest_per_cluster(km.labels_, sq, budget)
 
 
+def case_kmeans_sklearn20(data, budget):
+    """The same, capped at 20 Lloyd iterations like mmal's default ``max_iter``."""
+    from sklearn.cluster import KMeans
+
+    x = data["embeddings"]
+    km = KMeans(n_clusters=budget, n_init=1, max_iter=20, random_state=0).fit(x)
+    sq = ((x - km.cluster_centers_[km.labels_]) ** 2).sum(1)
+    from mmal_strategies.diversity import nearest_per_cluster
+
+    return nearest_per_cluster(km.labels_, sq, budget)
+
+
 def case_badge_mmal(data, budget):
     from mmal_strategies.diversity import Badge
 
@@ -204,13 +216,22 @@ def case_badge_reference(data, budget):
     a = probs.copy()
     a[np.arange(len(a)), a.argmax(1)] -= 1.0
     g = (a[:, :, None] * emb[:, None, :]).reshape(len(a), -1)  # (n, C d)
+    _kmeanspp_on_rows.budget = budget
+    return _kmeanspp_on_rows(g)
+
+
+def _kmeanspp_on_rows(g):
+    """BADGE's k-means++ on explicit rows: one matrix-vector product over g per pick."""
+    budget = _kmeanspp_on_rows.budget
     rng = np.random.default_rng(0)
+    sq = (g * g).sum(1)
     best = None
-    picks = [int((g * g).sum(1).argmax())]
+    picks = [int(sq.argmax())]
     for _ in range(budget - 1):
-        d = ((g - g[picks[-1]]) ** 2).sum(1)
+        i = picks[-1]
+        d = sq + sq[i] - 2.0 * (g @ g[i])
         best = d if best is None else np.minimum(best, d)
-        w = best.astype(np.float64)
+        w = np.clip(best, 0, None).astype(np.float64)
         w[picks] = 0
         picks.append(int(rng.choice(len(w), p=w / w.sum())))
     return np.asarray(picks)
@@ -271,16 +292,28 @@ def case_bmmal_reference(data, budget):
               for j, m in enumerate(data["modalities"])]
     g = np.concatenate(blocks, axis=1)
     del blocks
-    rng = np.random.default_rng(0)
-    best = None
-    picks = [int((g * g).sum(1).argmax())]
-    for _ in range(budget - 1):
-        d = ((g - g[picks[-1]]) ** 2).sum(1)
-        best = d if best is None else np.minimum(best, d)
-        w = best.astype(np.float64)
-        w[picks] = 0
-        picks.append(int(rng.choice(len(w), p=w / w.sum())))
-    return np.asarray(picks)
+    _kmeanspp_on_rows.budget = budget
+    return _kmeanspp_on_rows(g)
+
+
+def scaling_coreset(data, budget):
+    """mmal's core-set with the labeled-set distances timed apart from the picks."""
+    from mmal_strategies import geometry
+
+    pool, lab = data["embeddings"], data["labeled_embeddings"]
+    chunk = geometry.block_bytes(pool.nbytes)
+    t0 = time.perf_counter()
+    start = geometry.min_sqdist(pool, lab, chunk_bytes=chunk)
+    t1 = time.perf_counter()
+    picks = geometry.kcenter_greedy_points(pool, budget, np.random.default_rng(0), min_sqdist=start, chunk_bytes=chunk)
+    return picks, {"init_seconds": t1 - t0, "pick_seconds": time.perf_counter() - t1}
+
+
+def scaling_badge(data, budget):
+    """mmal's BADGE (no labeled-set step: every second is spent on picks)."""
+    t0 = time.perf_counter()
+    picks = case_badge_mmal(data, budget)
+    return picks, {"init_seconds": 0.0, "pick_seconds": time.perf_counter() - t0}
 
 
 def implementations(strategy):
@@ -307,7 +340,7 @@ def worker(args):
     torch.set_num_threads(args.threads)
     need = NEEDS[args.strategy]
     data = make_inputs(args.n, args.d, args.classes, args.labeled, args.mc_samples, need, seed=args.seed)
-    fn = implementations(args.strategy)[args.impl]
+    fn = globals()[f"scaling_{args.strategy}"] if args.impl == "scaling" else implementations(args.strategy)[args.impl]
     # Warm up imports and lazy initialisation on a tiny problem, outside the measurement.
     small = make_inputs(200, 8, 3, 20, 4, need, seed=1)
     fn(small, 5)
@@ -323,15 +356,19 @@ def worker(args):
         fh.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
     base = _status("VmRSS")
     t0 = time.perf_counter()
-    picks = np.asarray(fn(data, args.budget))
+    picks = fn(data, args.budget)
+    split = {}
+    if isinstance(picks, tuple):
+        picks, split = picks
+    picks = np.asarray(picks)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = _status("VmHWM")
     result = {
         "strategy": args.strategy, "impl": args.impl, "n": args.n, "d": args.d, "budget": args.budget,
-        "seconds": seconds, "peak_extra": peak - base, "feature_bytes": feature_bytes(data),
-        "unique_picks": int(len(np.unique(picks))), "device": "cuda" if cuda else "cpu",
+        "seconds": seconds, "peak_extra": peak - base, "peak_total": peak, "feature_bytes": feature_bytes(data),
+        "unique_picks": int(len(np.unique(picks))), "device": "cuda" if cuda else "cpu", **split,
     }
     if cuda:
         result["gpu_peak_extra"] = torch.cuda.max_memory_allocated() - base_gpu
@@ -379,14 +416,21 @@ def table(rows):
 
 
 def scaling_table(rows):
-    out = ["| strategy | N | picks | seconds | seconds / pick | peak extra MiB | extra / features |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| strategy | N | picks | total s | labeled-set s | ms / pick | per-pick growth vs previous N | "
+           "peak extra MiB | extra / features | process peak GiB |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    previous = {}
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['strategy']} | {r['n']:,} | {r['budget']} | {r['error']} | | | |")
+            out.append(f"| {r['strategy']} | {r['n']:,} | {r['budget']} | {r['error']} | | | | | | |")
             continue
+        per_pick = r.get("pick_seconds", r["seconds"]) / r["budget"]
+        prev = previous.get(r["strategy"])
+        growth = f"{per_pick / prev[1]:.1f}x for {r['n'] / prev[0]:.0f}x N" if prev else ""
+        previous[r["strategy"]] = (r["n"], per_pick)
         out.append(f"| {r['strategy']} | {r['n']:,} | {r['budget']} | {r['seconds']:.2f} | "
-                   f"{r['seconds'] / r['budget']:.4f} | {_mib(r['peak_extra'])} | {r['peak_extra'] / r['feature_bytes']:.2f} |")
+                   f"{r.get('init_seconds', 0.0):.2f} | {1000 * per_pick:.1f} | {growth} | {_mib(r['peak_extra'])} | "
+                   f"{r['peak_extra'] / r['feature_bytes']:.2f} | {r.get('peak_total', 0) / 2**30:.2f} |")
     return "\n".join(out)
 
 
@@ -395,6 +439,8 @@ def main(argv=None):
     parser.add_argument("--strategies", nargs="+", default=["coreset", "kmeans", "badge", "typiclust", "bald"],
                         help=f"any of {', '.join(NEEDS)}")
     parser.add_argument("--impls", nargs="+", default=None, help="restrict to these implementations")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="STRATEGY:IMPL",
+                        help="leave out single cases, e.g. badge:skactiveml (about 10 minutes on its own)")
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
@@ -423,7 +469,7 @@ def main(argv=None):
     if not args.scaling_only:
         for strategy in args.strategies:
             for impl in implementations(strategy):
-                if args.impls and impl not in args.impls:
+                if (args.impls and impl not in args.impls) or f"{strategy}:{impl}" in args.skip:
                     continue
                 r = run_case(strategy, impl, args.n, args.budget, args)
                 print(json.dumps(r), file=sys.stderr, flush=True)
@@ -434,7 +480,7 @@ def main(argv=None):
     if args.scaling or args.scaling_only:
         for strategy in ("coreset", "badge"):
             for n in args.scaling_n:
-                r = run_case(strategy, "mmal", n, args.scaling_budget, args)
+                r = run_case(strategy, "scaling", n, args.scaling_budget, args)
                 print(json.dumps(r), file=sys.stderr, flush=True)
                 results["scaling"].append(r)
         print(f"\nScaling (mmal, d = {args.d}, float32, {args.scaling_budget} picks, {args.threads} thread(s))\n")

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import MmalError
 from .common import err_console
 
-COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache"]
+COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache", "docker"]
 
 app = typer.Typer(
     name="mmal",

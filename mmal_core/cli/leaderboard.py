@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Strategies ranked by AUBC per benchmark, average rank and the pairwise penalty matrix."""
         from ..benchmarks import all_benchmarks, get_benchmark
-        from ..leaderboard import FORMATS, build_leaderboard, curves_from_store, render, render_table
+        from ..leaderboard import FORMATS, build_leaderboard, curves_from_store, render, render_table, require
         from ..store import Store
         from .results import write_atomically
 
@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
             raise MmalError(f"--format {fmt_}: expected one of {', '.join(FORMATS)}{did_you_mean(fmt_, FORMATS)}")
         if output is not None and fmt_ == "table":
             raise MmalError("--output: the table format prints to the terminal; use --format md, csv, json or html")
+        require("scipy", *(["matplotlib"] if fmt_ == "html" else []), what="mmal leaderboard")
         benches = all_benchmarks()
         selected = [get_benchmark(benchmark)] if benchmark else list(benches.values())
         with Store(db or default_db(), readonly=True) as store:

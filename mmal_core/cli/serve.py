@@ -21,6 +21,9 @@ _DB_HELP = "Server database: a SQLAlchemy URL or an SQLite file path. Default: .
 def _server_db(db: Optional[str]) -> str:
     import os
 
+    from ..leaderboard import require
+
+    require("sqlalchemy", what="mmal serve")
     from ..server.storage import database_url
 
     return database_url(db or os.environ.get("MMAL_SERVER_DB"))
@@ -81,6 +84,9 @@ def register(app: typer.Typer) -> None:
             raise MmalError(f"--port {port}: expected 1..65535")
         if max_body < 1024:
             raise MmalError(f"--max-body {max_body}: expected at least 1024 bytes")
+        from ..leaderboard import require
+
+        require("fastapi", "uvicorn", "sqlalchemy", "scipy", "matplotlib", what="mmal serve")
         import uvicorn
 
         from ..server import create_app
@@ -158,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if status != 202:
             raise MmalError(f"--to {to}: the server refused the submission ({status}: {body.get('error', body)})")
         console.print(f"submitted {doc['benchmark']['name']} / {doc['strategy']['label']}: "
-                      f"id {body['id']}, status {body['status']} ({base}{body['status_url']})", highlight=False)
+                      f"id {body['id']}, status {body['status']} ({base}{body['status_url']})", highlight=False, soft_wrap=True)
         if not wait:
             return
         deadline = time.monotonic() + timeout
@@ -167,7 +173,7 @@ def register(app: typer.Typer) -> None:
             if status == 200 and state.get("status") in ("verified", "rejected"):
                 if state["status"] == "rejected":
                     raise MmalError(f"submission {body['id']} rejected: {state.get('reason')}")
-                console.print(f"submission {body['id']} verified: ranked at {base}/", highlight=False)
+                console.print(f"submission {body['id']} verified: ranked at {base}/", highlight=False, soft_wrap=True)
                 return
             time.sleep(1.0)
         raise MmalError(f"--timeout {timeout}: submission {body['id']} is still being verified; check {base}{body['status_url']}")

@@ -2,10 +2,13 @@
 
 API (JSON):
     POST /api/submissions            bearer token; body: a submission document (schema v1).
-                                     202 {"id", "status": "pending", "status_url"}.
+                                     202 {"id", "status": "pending", "status_url"}; the same
+                                     document sent again by the same token gets the id it
+                                     already has ("duplicate": true), so retrying is safe.
     GET  /api/submissions/{id}       status (pending | verifying | verified | rejected) and reason.
     GET  /api/leaderboards/{name}    the ranked leaderboard of one benchmark (verified only).
     GET  /api/benchmarks             the benchmarks this server verifies, with their hashes.
+    GET  /api/schema                 the JSON schema of a submission document.
 Pages (HTML): ``/`` (every benchmark's ranked table and learning-curve plot) and
 ``/submissions/{id}``.
 
@@ -41,7 +44,8 @@ DEFAULT_MAX_BODY = 2 * 1024 * 1024
 #: Submissions per token per minute.
 DEFAULT_RATE_LIMIT = 30
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'")
 
 
 class RateLimiter:
@@ -103,14 +107,34 @@ def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | No
     return build_leaderboard(curves, benches)
 
 
+def plugin_check(doc: dict[str, Any]) -> str:
+    """Whether this server has the submitted strategy's plugin, and the same source."""
+    from ..benchmarks import strategy_distribution
+    from ..submission import source_hash
+
+    name, plugin = doc["strategy"]["name"], doc["plugin"]
+    try:
+        dist, version = strategy_distribution(name)
+        ours = source_hash(name)
+    except MmalError:
+        return f"strategy '{name}' is not installed here"
+    if dist != plugin["distribution"]:
+        return f"here '{name}' comes from {dist} {version}, not {plugin['distribution']}"
+    if ours == plugin["source_hash"]:
+        return f"{dist} {version}: same source as the submission"
+    return f"{dist} {version}: source differs from the submission (here {ours[:16]})"
+
+
 def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int = DEFAULT_RATE_LIMIT,
-               verify: bool = True) -> FastAPI:
+               verify: bool = True, replay_cache=None) -> FastAPI:
     """The FastAPI application on the database at ``db_url``.
 
     verify: run the background verification worker (tests of the HTTP layer alone turn it off).
+    replay_cache: a :class:`mmal_core.submission.ReplayCache` to share between apps (tests).
     """
+    all_benchmarks()  # load the plugins once, before request threads and the worker share them
     store = ServerStore(db_url)
-    worker = VerificationWorker(store) if verify else None
+    worker = VerificationWorker(store, cache=replay_cache) if verify else None
     limiter = RateLimiter(rate_limit)
     page_cache: dict[str, Any] = {"version": None, "html": None}
     page_lock = threading.Lock()
@@ -153,19 +177,23 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
             if len(body) > max_body:
                 return _error(413, f"request body larger than the limit of {max_body} bytes")
         try:
-            data = json.loads(bytes(body).decode("utf-8"))
+            data = await run_in_threadpool(lambda: json.loads(bytes(body).decode("utf-8")))
         except (UnicodeDecodeError, ValueError) as err:
             return _error(400, f"malformed JSON: {err}")
         try:
-            doc = parse_submission(data, "submission")
+            doc = await run_in_threadpool(parse_submission, data, "submission")
         except MmalError as err:
             return _error(422, str(err))
-        submission_id = await run_in_threadpool(store.add_submission, owner, doc.model_dump(mode="json"), len(body))
+        submission_id, duplicate = await run_in_threadpool(
+            store.add_submission, owner, doc.model_dump(mode="json"), len(body)
+        )
         if worker is not None:
             worker.wake()
         url = f"/api/submissions/{submission_id}"
-        return JSONResponse({"id": submission_id, "status": "pending", "status_url": url,
-                             "page_url": f"/submissions/{submission_id}"},
+        state = "pending"
+        if duplicate:
+            state = (await run_in_threadpool(store.submission, submission_id))["status"]
+        return JSONResponse({"id": submission_id, "status": state, "duplicate": duplicate, "status_url": url, "page_url": f"/submissions/{submission_id}"},
                             status_code=202, headers={"Location": url})
 
     @app.get("/api/submissions/{submission_id}")
@@ -174,11 +202,17 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         if row is None:
             return _error(404, f"no submission {submission_id}")
         return {
-            "id": row["id"], "status": row["status"], "reason": row["reason"],
+            "id": row["id"], "status": row["status"], "reason": row["reason"], "selection": row["selection"],
             "benchmark": {"name": row["benchmark_name"], "hash": row["benchmark_hash"]},
             "strategy": row["strategy_label"], "submitter": row["submitter"],
             "created_at": row["created_at"], "finished_at": row["finished_at"],
         }
+
+    @app.get("/api/schema")
+    def schema():
+        from ..submission import Submission
+
+        return Submission.model_json_schema()
 
     @app.get("/api/benchmarks")
     def benchmarks():
@@ -213,7 +247,7 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         )
         body = (
             "<h1>mmal leaderboard</h1>"
-            f"<p>Only submissions the server verified by replay are ranked. Submissions: "
+            "<p>Only submissions the server verified by replay are ranked. Submissions: "
             + ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(counts.items())) + ".</p>"
             + html_sections(lb, link=lambda row: f"/submissions/{int(row['meta']['submission'])}")
             + f"<section><h2>Benchmarks</h2><ul>{known}</ul></section>"
@@ -235,6 +269,8 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
             ("benchmark", f"{row['benchmark_name']} (hash {row['benchmark_hash']})"),
             ("strategy", row["strategy_label"]), ("submitter", row["submitter"]),
             ("plugin", f"{doc['plugin']['distribution']} {doc['plugin']['version']} (source {doc['plugin']['source_hash'][:16]})"),
+            ("plugin on this server", plugin_check(doc)),
+            ("selection replay", row["selection"] or "-"),
             ("environment", ", ".join(f"{k}={v}" for k, v in sorted(doc["environment"].items()) if v is not None)),
         ]
         body = [f"<h1>Submission {int(row['id'])}</h1><table class=\"facts\">"]

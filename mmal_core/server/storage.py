@@ -4,9 +4,12 @@ Tables:
     tokens(id, name, token_hash, created_at, revoked_at)
         A token is shown once when created; only its SHA-256 is stored.
     submissions(id, token_id, submitter, benchmark_name, benchmark_hash, strategy_label,
-                status, reason, document, replayed, size, created_at, started_at, finished_at)
+                status, reason, document, document_hash, replayed, selection, size, created_at,
+                started_at, finished_at)
         status: pending -> verifying -> verified | rejected. ``replayed`` holds the metrics the
-        server recomputed (what leaderboards rank).
+        server recomputed (what leaderboards rank). The same document sent again with the same
+        token (a client retrying after a lost answer) maps to the submission already stored.
+        ``selection`` says whether the server's copy of the strategy re-ran to the same queries.
 
 SQLite (the default) runs in WAL mode, so readers never block the writer and a committed
 submission survives the process being killed.
@@ -22,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, event, func, select, update,
+    Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint, create_engine, event, func,
+    select, update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from ..errors import MmalError
 
@@ -53,11 +57,14 @@ submissions = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("reason", Text, nullable=True),
     Column("document", Text, nullable=False),
+    Column("document_hash", String(64), nullable=False, index=True),
     Column("replayed", Text, nullable=True),
+    Column("selection", Text, nullable=True),
     Column("size", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    UniqueConstraint("token_id", "document_hash"),
 )
 
 STATUSES = ("pending", "verifying", "verified", "rejected")
@@ -147,25 +154,48 @@ class ServerStore:
         return dict(row._mapping) if row else None
 
     # -- submissions ---------------------------------------------------------------------------
-    def add_submission(self, token: dict[str, Any], doc: dict[str, Any], size: int) -> int:
-        """Store a schema-valid document as ``pending``; committed before this returns."""
+    def add_submission(self, token: dict[str, Any], doc: dict[str, Any], size: int) -> tuple[int, bool]:
+        """Store a schema-valid document as ``pending``; committed before this returns.
+
+        Returns (submission id, whether the same token had already sent this very document).
+        """
+        text = json.dumps(doc, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        with self.engine.begin() as conn:
+            known = self._same_document(conn, token["id"], digest)
+            if known is not None:
+                return known, True
+        try:
+            return self._insert(token, doc, text, digest, size), False
+        except IntegrityError:  # the same document arrived twice at once: the other one won
+            with self.engine.connect() as conn:
+                return int(self._same_document(conn, token["id"], digest)), True
+
+    @staticmethod
+    def _same_document(conn, token_id: int, digest: str) -> int | None:
+        row = conn.execute(select(submissions.c.id).where(submissions.c.token_id == token_id,
+                                                          submissions.c.document_hash == digest)).first()
+        return int(row.id) if row else None
+
+    def _insert(self, token: dict[str, Any], doc: dict[str, Any], text: str, digest: str, size: int) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(submissions.insert().values(
                 token_id=token["id"], submitter=token["name"],
                 benchmark_name=doc["benchmark"]["name"], benchmark_hash=doc["benchmark"]["hash"],
                 strategy_label=doc["strategy"]["label"], status="pending",
-                document=json.dumps(doc, sort_keys=True), size=size, created_at=time.time(),
+                document=text, document_hash=digest, size=size, created_at=time.time(),
             ))
             return int(result.inserted_primary_key[0])
 
     def submission(self, submission_id: int, with_document: bool = False) -> dict[str, Any] | None:
-        cols = [c for c in submissions.c if with_document or c.name not in ("document", "replayed")]
+        cols = [c for c in submissions.c if with_document or c.name not in ("document", "replayed", "document_hash")]
         with self.engine.connect() as conn:
             row = conn.execute(select(*cols).where(submissions.c.id == submission_id)).first()
         return dict(row._mapping) if row else None
 
     def submissions(self, status: str | None = None, with_replayed: bool = False) -> list[dict[str, Any]]:
-        cols = [c for c in submissions.c if c.name != "document" and (with_replayed or c.name != "replayed")]
+        cols = [c for c in submissions.c
+                if c.name not in ("document", "document_hash") and (with_replayed or c.name != "replayed")]
         query = select(*cols).order_by(submissions.c.id)
         if status is not None:
             query = query.where(submissions.c.status == status)
@@ -210,11 +240,12 @@ class ServerStore:
                     return {"id": int(row.id), "document": json.loads(doc)}
             # another worker took it first: try the next one
 
-    def finish(self, submission_id: int, status: str, reason: str, replayed: list[dict[str, Any]] | None) -> None:
+    def finish(self, submission_id: int, status: str, reason: str, replayed: list[dict[str, Any]] | None,
+               selection: str | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(submissions).where(submissions.c.id == submission_id).values(
-                    status=status, reason=reason or None,
+                    status=status, reason=reason or None, selection=selection or None,
                     replayed=json.dumps(replayed) if replayed is not None else None, finished_at=time.time(),
                 )
             )

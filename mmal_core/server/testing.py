@@ -19,6 +19,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..submission import ReplayCache
+
+#: One replay cache for every in-process test of a session (replays of the same rounds are
+#: computed once).
+SHARED_REPLAY_CACHE = ReplayCache()
+
 #: A benchmark small enough for tests: 2 seeds x 3 rounds of a tiny model.
 TINY_BENCHMARK = {
     "name": "tiny-missing",

@@ -21,10 +21,10 @@ log = logging.getLogger("mmal.server")
 class VerificationWorker:
     """Replays submissions from ``store`` until :meth:`stop` is called."""
 
-    def __init__(self, store: ServerStore, poll_seconds: float = 0.5):
+    def __init__(self, store: ServerStore, poll_seconds: float = 0.5, cache: ReplayCache | None = None):
         self.store = store
         self.poll_seconds = poll_seconds
-        self.cache = ReplayCache()
+        self.cache = cache or ReplayCache()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,7 +64,7 @@ class VerificationWorker:
         try:
             verdict = verify_submission(parse_submission(job["document"]), self.cache)
             self.store.finish(job["id"], verdict.status, verdict.reason,
-                              verdict.replayed if verdict.status == "verified" else None)
+                              verdict.replayed if verdict.status == "verified" else None, verdict.selection)
         except MmalError as err:
             self.store.finish(job["id"], "rejected", str(err), None)
         except Exception as err:  # a bug must not stop the worker; the submission says what happened

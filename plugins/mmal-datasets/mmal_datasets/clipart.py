@@ -76,7 +76,7 @@ def strip_category(title: str, category: str) -> str:
     words = set(category.lower().split("_")) | set(CATEGORY_WORDS.get(category, []))
     words -= {"and", "of"}
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(words)) + r")\b", re.I)
-    return " ".join(pattern.sub(" ", title).replace("_", " ").split())
+    return " ".join(pattern.sub(" ", title.replace("_", " ")).split())
 
 
 def rasterise(path: Path, size: int) -> np.ndarray:

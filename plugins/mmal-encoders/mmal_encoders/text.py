@@ -51,7 +51,14 @@ class MiniLMEncoder(Encoder):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             path = self.model_path()
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             st = require("sentence_transformers", self.name, PIP)
+            try:  # the weight-loading bar of transformers is noise next to the cache's own bar
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:
+                pass
             self._model = st.SentenceTransformer(str(path), device=str(device()))
             self._model.eval()
         return self._model

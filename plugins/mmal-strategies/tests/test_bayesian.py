@@ -72,7 +72,7 @@ def test_bald_prefers_disagreement_over_agreed_uncertainty():
                    [[0.5, 0.5], [0.01, 0.99], [0.9, 0.1]]])
     scores = mutual_information(mc)
     assert scores[0] == 0.0 and scores[2] == 0.0
-    assert scores[1] == pytest.approx(np.log(2) - entropy(np.array([0.99, 0.01])), rel=1e-9)
+    assert scores[1] == pytest.approx(np.log(2) - entropy(np.array([0.99, 0.01])), rel=1e-6)  # float32
     picks = BALD().select(PoolView(mc_probs=mc), 1, np.random.default_rng(0))
     assert picks.tolist() == [1]
 

@@ -66,6 +66,33 @@ def test_kcenter_greedy_equals_the_textbook_loop():
         ref.append(int(d.argmax()))
         centers.append(x[ref[-1]])
     assert picks.tolist() == ref
+    # the lazy, blocked version used by the coreset strategy picks the same
+    for block in (1, 4, 64):
+        lazy = geometry.kcenter_greedy_points(x, 15, np.random.default_rng(0), labeled=lab, block=block, device="cpu")
+        assert lazy.tolist() == ref
+    # a precomputed initial vector gives the same picks
+    start = geometry.min_sqdist(x, lab, device="cpu")
+    given = geometry.kcenter_greedy_points(x, 15, np.random.default_rng(0), min_sqdist=start, device="cpu")
+    assert given.tolist() == ref
+    # with nothing labeled, the first pick is random and the rest follows
+    free = geometry.kcenter_greedy_points(x, 6, np.random.default_rng(5), block=4, device="cpu")
+    eager = geometry.kcenter_greedy(300, 6, dist, np.random.default_rng(5))
+    assert free.tolist() == eager.tolist()
+
+
+def test_blocked_kmeanspp_draws_from_the_exact_d2_distribution():
+    x = np.array([[0.0], [1.0], [3.0], [3.0]], np.float32)
+    counts = np.zeros((4, 4))
+    for seed in range(1500):
+        p = geometry.kmeanspp_points(x, 2, np.random.default_rng(seed), block=8, device="cpu")
+        counts[p[0], p[1]] += 1
+    # given the first center 0, D^2 = 1, 9, 9: the second is point 1 with probability 1/19
+    assert counts[0, 1] / counts[0].sum() == pytest.approx(1 / 19, abs=0.03)
+    # given the first center 2, D^2 = 9, 4, 0 (its duplicate is never drawn)
+    assert counts[2, 3] == 0 and counts[2, 0] / counts[2].sum() == pytest.approx(9 / 13, abs=0.06)
+    # duplicates only: after one pick per group, uniform over the rest
+    dup = np.repeat(np.array([[0.0], [1.0]], np.float32), 3, axis=0)
+    assert sorted(geometry.kmeanspp_points(dup, 6, np.random.default_rng(0), device="cpu").tolist()) == list(range(6))
 
 
 def test_kmeanspp_never_repeats_and_handles_duplicates():
@@ -83,7 +110,7 @@ def test_kmeanspp_draws_proportionally_to_d2():
     x = np.array([[0.0], [1.0], [3.0]], np.float32)  # D^2 from point 0: 1 and 9
     dist = geometry.EuclideanDistances(x, device="cpu")
     rng = np.random.default_rng(0)
-    second = [geometry.kmeanspp(3, 2, rng, dist, first=0)[1] for _ in range(2000)]
+    second = [geometry.kmeanspp(3, 2, rng, dist, first=0)[1] for _ in range(1000)]
     share = np.mean(np.array(second) == 2)
     assert 0.87 < share < 0.93
 
