@@ -268,6 +268,29 @@ def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
     return metrics
 
 
+def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
+                 unlabeled: np.ndarray, metrics: dict[str, Any], budget: int, seed: int, rnd: int,
+                 timings: dict[str, float] | None = None) -> np.ndarray:
+    """Pool positions the strategy queries in round ``rnd`` (the loop's one definition of a query).
+
+    Builds the PoolView of the fields ``strategy.requires`` from ``model``, calls
+    ``strategy.select`` with the round's rng and checks the answer. ``timings`` (optional)
+    receives the ``predict`` and ``select`` seconds. Replays of submitted runs call this too.
+    """
+    t0 = time.perf_counter()
+    view = PoolView.from_model(
+        model, dataset.train, unlabeled, labeled, strategy.requires,
+        metrics=metrics, n_classes=dataset.n_classes, params=view_params(strategy),
+    )._for_strategy(name)
+    t1 = time.perf_counter()
+    rng = np.random.default_rng(derive_seed(seed, _STREAM_STRATEGY, rnd))
+    picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), name)
+    if timings is not None:
+        timings["predict"] = t1 - t0
+        timings["select"] = time.perf_counter() - t1
+    return unlabeled[picks]
+
+
 def execute_run(
     spec: RunSpec,
     store: Store,
@@ -340,17 +363,8 @@ def execute_run(
         if rnd < len(schedule):
             unlabeled = np.flatnonzero(~is_labeled)
             budget = schedule[rnd]
-            t0 = time.perf_counter()
-            view = PoolView.from_model(
-                model, pool, unlabeled, labeled, strategy.requires,
-                metrics=metrics, n_classes=dataset.n_classes, params=view_params(strategy),
-            )._for_strategy(spec.strategy.name)
-            timings["predict"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            rng = np.random.default_rng(derive_seed(spec.seed, _STREAM_STRATEGY, rnd))
-            picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), spec.strategy.name)
-            timings["select"] = time.perf_counter() - t0
-            chosen = unlabeled[picks]
+            chosen = select_round(strategy, spec.strategy.name, model, dataset, labeled, unlabeled, metrics,
+                                  budget, spec.seed, rnd, timings)
             queried = pool.ids[chosen].tolist()
             metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
         if spec.model.warm_start:

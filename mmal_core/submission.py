@@ -347,18 +347,11 @@ def _selection_strategy(doc: Submission) -> tuple[Any, str]:
 def _replay_selection(strategy: Any, name: str, model: Any, dataset: Any, metrics: dict[str, Any],
                       is_labeled: np.ndarray, budget: int, seed: int, rnd: int) -> list[int]:
     """Sample ids the strategy queries in round ``rnd``, computed exactly as the loop does."""
-    from .loop import _STREAM_STRATEGY, check_picks, derive_seed, view_params
-    from .view import PoolView
+    from .loop import select_round
 
-    pool = dataset.train
     labeled, unlabeled = np.flatnonzero(is_labeled), np.flatnonzero(~is_labeled)
-    view = PoolView.from_model(
-        model, pool, unlabeled, labeled, strategy.requires,
-        metrics=metrics, n_classes=dataset.n_classes, params=view_params(strategy),
-    )._for_strategy(name)
-    rng = np.random.default_rng(derive_seed(seed, _STREAM_STRATEGY, rnd))
-    picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), name)
-    return pool.ids[unlabeled[picks]].tolist()
+    chosen = select_round(strategy, name, model, dataset, labeled, unlabeled, metrics, budget, seed, rnd)
+    return dataset.train.ids[chosen].tolist()
 
 
 def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_selection: bool = True) -> Verdict:

@@ -326,6 +326,11 @@ def test_model_predictions_stream_from_a_lazy_pool(tmp_path):
     b = model.predict(lazy.train, unlabeled, want=want)
     np.testing.assert_allclose(a["probs"], b["probs"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a["modality_embeddings"]["b"], b["modality_embeddings"]["b"], rtol=1e-5, atol=1e-6)
+    trained_on_lazy = FusionMLP(hidden=8, epochs=3, min_steps=0, eval_batch_size=32)
+    trained_on_lazy.setup(specs, 3)
+    trained_on_lazy.fit(lazy.train, np.arange(40), seed=0)  # the normaliser reads the lazy pool
+    c = trained_on_lazy.predict(lazy.test, want={"probs"})
+    np.testing.assert_allclose(model.predict(eager.test, want={"probs"})["probs"], c["probs"], rtol=1e-5, atol=1e-6)
     lazy.handle.close()
 
 

@@ -7,7 +7,6 @@ import json
 import re
 import sqlite3
 import sys
-import textwrap
 
 import pytest
 import torch

@@ -53,6 +53,31 @@ def _noop() -> None:
     pass
 
 
+def _spin(n: int = 20_000_000) -> float:
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return time.perf_counter() - t0
+
+
+def free_cores() -> float:
+    """How many cores' worth of CPU two busy processes get right now (2.0 on an idle 2-core machine)."""
+    import multiprocessing
+
+    alone = _spin()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_noop_arg, [0, 0])  # start both workers before timing
+        t0 = time.perf_counter()
+        pool.map(_spin, [20_000_000] * 2)
+        both = time.perf_counter() - t0
+    return 2 * alone / both
+
+
+def _noop_arg(_: int) -> None:
+    pass
+
+
 def start_fork_server(executor: LocalExecutor) -> float:
     """Seconds until the worker fork server (it imports torch once) has forked a first process."""
     t0 = time.perf_counter()
@@ -89,6 +114,8 @@ def main() -> None:
     n_runs = len(run_specs(cfg))
     print(f"{cfg.name}: {n_runs} runs on {os.cpu_count()} cores", flush=True)
 
+    capacity = free_cores()
+    print(f"CPU available to two busy processes right now: {capacity:.2f} cores", flush=True)
     times, results = {}, {}
     times["local, 1 worker"], results["local1"] = timed("local1", cfg, LocalExecutor(workers=1))
     local2 = LocalExecutor(workers=2)
@@ -106,7 +133,8 @@ def main() -> None:
     for label, got in results.items():
         if got != reference:
             sys.exit(f"{label}: the rounds differ from the one-worker run")
-    print(f"\nall executors recorded the same {len(reference)} rounds\n")
+    print(f"\nall executors recorded the same {len(reference)} rounds")
+    print(f"CPU available to two busy processes after the runs: {free_cores():.2f} cores\n")
     print("| executor | wall-clock (s) | ratio |")
     print("|---|---:|---:|")
     base = times["local, 1 worker"]

@@ -9,7 +9,6 @@ from typing import List, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import MmalError
 from .common import console, default_db
 
 docker_app = typer.Typer(

@@ -49,11 +49,12 @@ class CoreSet(Strategy):
 
     Starting from the labeled set as centers, repeatedly picks the unlabeled sample farthest
     (Euclidean, fused embedding) from its nearest center and makes it a center. One (n,)
-    min-distance vector is kept and updated with one matrix-vector product per pick, so a
-    round costs O((n_l + budget) n d) time and O(n) extra memory. With no labeled sample the
-    first pick is drawn from the rng. New centers are applied to the vector in blocks of 128
-    with one matrix product (see :func:`geometry.kcenter_greedy_points`), which gives the
-    textbook picks several times faster than one matrix-vector product per pick.
+    min-distance vector is kept; new centers are applied to it in blocks of 128 with one
+    matrix product, and between two blocks a pick re-checks only the top of the stale
+    vector against the pending centers (see :func:`geometry.kcenter_greedy_points`): the
+    textbook picks, O((n_l + budget) n d) time in matrix products, O(n) extra memory plus
+    bounded blocks, never an n x n matrix. With no labeled sample the first pick is drawn
+    from the rng.
 
     Parameters:
         device: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
@@ -136,9 +137,14 @@ class Badge(Strategy):
     embedding (n, d). The batch is k-means++ seeding on the g's, the first pick being the
     largest gradient norm. Distances use the factorisation
     ||g_i - g_j||^2 = ||a_i||^2 ||e_i||^2 + ||a_j||^2 ||e_j||^2 - 2 (a_i.a_j)(e_i.e_j),
-    so a pick costs O(n (C + d)) and the n x (C d) matrix is never built.
+    so the n x (C d) matrix is never built. With ``block`` > 0 (default 64) the D^2
+    vector is refreshed every ``block`` picks with blocked matrix products and each draw is
+    made by rejection from the stale weights (exactly the k-means++ distribution, see
+    :func:`geometry.kmeanspp_blocked`); ``block: 0`` updates it after every pick, one
+    uniform per draw (the random stream scikit-activeml's BADGE uses).
 
     Parameters:
+        block: picks between two refreshes of the D^2 vector (0: after every pick).
         device: ``auto`` | ``cpu`` | ``cuda``.
     """
 
@@ -146,18 +152,23 @@ class Badge(Strategy):
     summary = "k-means++ on last-layer gradient embeddings (Ash et al. 2020)"
     requires = frozenset({"probs", "embeddings"})
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, block: int = 64, device: str = "auto"):
+        self.block = check_int("block", block, 0)
         self.device = check_device(device)
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        budget = check_budget(view, budget)
-        dist = geometry.GradientEmbeddingDistances(
-            [(gradient_factor(view.probs), view.embeddings)], device=torch_device(self.device)
-        )
         import torch
 
+        budget = check_budget(view, budget)
+        emb = np.asarray(view.embeddings)
+        dist = geometry.GradientEmbeddingDistances(
+            [(gradient_factor(view.probs), emb)], device=torch_device(self.device)
+        )
         first = int(torch.argmax(dist.sqnorms))
-        return geometry.kmeanspp(dist.n, budget, rng, dist, first=first)
+        if self.block == 0:
+            return geometry.kmeanspp(dist.n, budget, rng, dist, first=first)
+        return geometry.kmeanspp_blocked(dist.n, budget, rng, geometry.GradientBlocks(dist), first=first,
+                                         block=self.block, chunk_bytes=geometry.block_bytes(emb.nbytes))
 
 
 def gradient_factor(probs: Any) -> np.ndarray:

@@ -17,6 +17,13 @@ array) and :class:`GradientEmbeddingDistances` (gradient embeddings g_i = a_i (x
 optionally in several blocks, from their factors only). Randomness comes only from the
 numpy ``rng`` passed in, so a seed reproduces the picks.
 
+The generic kernels touch the whole pool once per pick (a matrix-vector product, bound by
+memory bandwidth). The blocked variants batch that work into matrix products:
+:func:`kcenter_greedy_points` (Euclidean k-center, the same picks) and
+:func:`kmeanspp_blocked` (k-means++ by rejection sampling, the same distribution, with
+block providers ``block_sqdist(rows, cols) -> (r, b)``: :class:`EuclideanBlocks`,
+:class:`GradientBlocks`).
+
 References: Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set
 Approach", ICLR 2018 (k-center greedy); Arthur & Vassilvitskii, "k-means++: The Advantages
 of Careful Seeding", SODA 2007; Ash et al., "Deep Batch Active Learning by Diverse,

@@ -90,6 +90,16 @@ def test_blocked_kmeanspp_draws_from_the_exact_d2_distribution():
     assert counts[0, 1] / counts[0].sum() == pytest.approx(1 / 19, abs=0.03)
     # given the first center 2, D^2 = 9, 4, 0 (its duplicate is never drawn)
     assert counts[2, 3] == 0 and counts[2, 0] / counts[2].sum() == pytest.approx(9 / 13, abs=0.06)
+    # the third pick is drawn by rejection against a pending center: still exact D^2
+    y = np.array([[0.0], [1.0], [3.0], [3.0], [6.0]], np.float32)
+    blocks = geometry.EuclideanBlocks(torch.from_numpy(y))
+    third = []
+    for seed in range(1500):
+        p = geometry.kmeanspp_blocked(5, 3, np.random.default_rng(seed), blocks, first=0, block=8)
+        if p[1] == 4:  # D^2 from {0, 6}: 1, 9, 9 for points 1, 2, 3
+            third.append(p[2])
+    assert len(third) > 500
+    assert np.mean(np.array(third) == 1) == pytest.approx(1 / 19, abs=0.025)
     # duplicates only: after one pick per group, uniform over the rest
     dup = np.repeat(np.array([[0.0], [1.0]], np.float32), 3, axis=0)
     assert sorted(geometry.kmeanspp_points(dup, 6, np.random.default_rng(0), device="cpu").tolist()) == list(range(6))
@@ -165,6 +175,27 @@ def test_badge_first_pick_has_the_largest_gradient_norm():
     assert np.allclose(a[2], [-0.5, 0.5]) and np.allclose(a[1], [-0.4, 0.4])
 
 
+def test_badge_block_zero_is_the_eager_kernel_and_blocked_draws_the_same_distribution():
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(3), size=40).astype(np.float32)
+    emb = rng.normal(size=(40, 5)).astype(np.float32)
+    view = PoolView(probs=probs, embeddings=emb)
+    dist = geometry.GradientEmbeddingDistances([(gradient_factor(probs), emb)], device="cpu")
+    first = int(torch.argmax(dist.sqnorms))
+    eager = geometry.kmeanspp(40, 6, np.random.default_rng(1), dist, first=first)
+    assert Badge(block=0, device="cpu").select(view, 6, np.random.default_rng(1)).tolist() == eager.tolist()
+    # blocked: the second pick follows D^2 from the first, exactly
+    d2 = dist(first).numpy().astype(np.float64)
+    counts = np.zeros(40)
+    for seed in range(1500):
+        counts[Badge(block=4, device="cpu").select(view, 2, np.random.default_rng(seed))[1]] += 1
+    expected = d2 / d2.sum() * 1500
+    assert counts[first] == 0
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected.max()) + 3
+    blocks = geometry.GradientBlocks(dist)
+    assert np.allclose(blocks(slice(0, 40), torch.tensor([3, 7])).numpy()[:, 1], dist(7).numpy(), atol=1e-4)
+
+
 def test_badge_spreads_over_gradient_directions():
     # two tight blobs with the same uncertain prediction: their gradient embeddings are far
     # apart, points within a blob nearly identical, so k-means++ takes one from each.
@@ -219,6 +250,7 @@ def test_typiclust_fills_a_budget_larger_than_the_clusters():
         (TypiClust, {"k_neighbors": 0}, "k_neighbors"),
         (TypiClust, {"max_clusters": "many"}, "max_clusters"),
         (Badge, {"device": 1}, "device"),
+        (Badge, {"block": -1}, "block"),
     ],
 )
 def test_bad_parameters_name_the_parameter(cls, params, key):
@@ -240,3 +272,12 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
     view = PoolView(embeddings=np.zeros((3, 2), np.float32), labeled_embeddings=np.zeros((0, 2), np.float32))
     with pytest.raises(MmalError, match="parameter 'device': cuda"):
         CoreSet(device="cuda").select(view, 1, np.random.default_rng(0))
+
+
+def test_registered_under_their_names():
+    from mmal_core import get_plugin_manager
+    from mmal_strategies.bayesian import BALD, BatchBALD
+
+    pm = get_plugin_manager()
+    for cls in (CoreSet, KMeansSampling, Badge, TypiClust, BALD, BatchBALD):
+        assert pm.get("strategy", cls.name) is cls

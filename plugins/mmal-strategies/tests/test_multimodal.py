@@ -53,7 +53,7 @@ def test_conformance(cls, params):
         (ModalityDisagreement, {"include_fused": "yes"}, "parameter 'include_fused'"),
         (WeakModality, {"metric": "speed"}, "parameter 'metric'"),
         (StratifiedUncertainty, {"weight": -1}, "parameter 'weight'"),
-        (BMMAL, {"k": 3}, r"strategy 'bmmal': BMMAL\(\) takes no arguments"),
+        (BMMAL, {"k": 3}, r"strategy 'bmmal': unknown parameter 'k'; accepted: none"),
     ],
 )
 def test_bad_parameters_are_one_line_errors(cls, params, message):
