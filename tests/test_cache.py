@@ -363,3 +363,13 @@ def test_long_provenance_notes_fit_in_the_cache(tmp_path):
     path, _ = ensure_cache(request, source, encoders, tmp_path, show_progress=False)
     with h5py.File(path) as h5:
         assert len(json.loads(h5["info"][()])["files"]) == 5000
+
+
+def test_lazy_parameter_keeps_features_on_disk(toy_plugins, tmp_path):
+    eager = mmal_core.load_dataset("toy-raw", cache_dir=str(tmp_path))
+    lazy = mmal_core.load_dataset("toy-raw", cache_dir=str(tmp_path), lazy=True)
+    assert isinstance(lazy.train.features["a"], LazyFeatures)
+    np.testing.assert_array_equal(np.asarray(lazy.test.features["b"]), eager.test.features["b"])
+    assert lazy.train.fingerprint() == eager.train.fingerprint()
+    with pytest.raises(MmalError, match="parameter 'lazy'"):
+        mmal_core.load_dataset("toy-raw", cache_dir=str(tmp_path), lazy="yes")

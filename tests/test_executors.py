@@ -249,3 +249,21 @@ def test_cli_rejects_bad_executor_options_before_writing(tmp_path, write_config,
     assert exit_info.value.code == 2
     assert " ".join(capsys.readouterr().err.split()) == message
     assert not (tmp_path / "never.db").exists()
+
+
+def test_cli_summary_reports_retried_and_failed_runs(tmp_path, write_config, capsys, monkeypatch, faulty):
+    import mmal_core.executors as executors
+    from mmal_core.cli import main
+
+    monkeypatch.setattr(executors, "make_executor",
+                        lambda *args, **kw: LocalExecutor(workers=2, retries=1, worker=faulty.always_raises))
+    path = write_config(small_config())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(path), "--db", str(tmp_path / "cli-fail.db")])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "margin / seed 0: attempt 1 failed (RuntimeError: injected failure" in out and "retrying" in out
+    assert "1 failed attempt(s) were retried; every finished round was kept" in out
+    assert "failed after 2 attempts: RuntimeError: injected failure" in out and "(2 round(s) kept)" in out
+    assert captured.err.strip().splitlines() == ["error: 1 run(s) did not finish; run the same command again to resume"]

@@ -110,16 +110,20 @@ def list_(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR
         console.print("no caches yet (they are built by `mmal cache build DATASET` or by the first run)")
         return
     table = Table()
-    for col in ("path", "dataset", "samples", "modalities (encoder, dim)", "skipped", "size", "created", "status"):
+    table.add_column("path", no_wrap=True)
+    for col in ("dataset", "samples", "modalities (encoder, dim)", "skipped / missing", "size", "created", "status"):
         table.add_column(col, overflow="fold")
     for info in infos:
         a = info.attrs
         mods = ", ".join(f"{m} ({(a.get('encoders') or {}).get(m, {}).get('name', '?')}, {d})" for m, d in info.dims.items())
-        skipped = a.get("skipped") or {}
+        skipped, missing = a.get("skipped") or {}, a.get("missing") or {}
+        counts = "-"
+        if isinstance(skipped, dict) and isinstance(missing, dict):
+            counts = f"{sum(skipped.values())} / {sum(missing.values())}"
         status = "[green]ok[/]" if info.ok else f"[red]{info.problem}[/]"
         table.add_row(
             str(info.path), str(a.get("dataset", "?")), str(info.n or "-"), mods or "-",
-            str(sum(skipped.values())) if isinstance(skipped, dict) else "-", _size(info.size),
+            counts, _size(info.size),
             str(a.get("created", "-")), status,
         )
     console.print(table)
