@@ -172,13 +172,23 @@ class FusionMLP(Model):
 
     def _normaliser(self, pool: Split) -> None:
         # Feature scaling from the whole pool: its features are known before any label is.
+        # Streamed in blocks (float64 sums), so a lazily read pool larger than memory works.
         self.mean_, self.std_ = [], []
+        block = 65536
         for j, m in enumerate(pool.modalities):
-            rows = pool.features[m][pool.mask[:, j]]
-            mu = rows.mean(axis=0)
-            sd = rows.std(axis=0)
+            x, present = pool.features[m], pool.mask[:, j]
+            total = np.zeros(x.shape[1], np.float64)
+            squares = np.zeros(x.shape[1], np.float64)
+            count = 0
+            for start in range(0, len(present), block):
+                rows = np.asarray(x[start : start + block], dtype=np.float64)[present[start : start + block]]
+                total += rows.sum(axis=0)
+                squares += np.square(rows).sum(axis=0)
+                count += len(rows)
+            mu = total / max(count, 1)
+            sd = np.sqrt(np.maximum(squares / max(count, 1) - mu * mu, 0.0))
             self.mean_.append(mu.astype(np.float32))
-            self.std_.append(np.where(sd > 1e-8, sd, 1.0).astype(np.float32))
+            self.std_.append(np.where(sd > 1e-6, sd, 1.0).astype(np.float32))
 
     def _tensors(self, split: Split, index: np.ndarray, device, keep=None):
         import torch

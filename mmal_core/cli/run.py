@@ -86,14 +86,20 @@ def register(app: typer.Typer) -> None:
         ) as progress:
             callbacks = _ProgressCallbacks(progress, len(specs))
             outcomes = run_experiment(cfg, db, callbacks, source, executor=runner)
-        table = Table(title=f"{cfg.name}: final accuracy and AUBC (mean ± std over seeds)")
-        for col in ("dataset", "strategy", "seeds", "final accuracy", "AUBC", "seconds"):
-            table.add_column(col, justify="left" if col in ("dataset", "strategy") else "right")
+        table = Table(title=f"{cfg.name}: final accuracy and AUBC, mean±std over seeds")
+        for col in ("dataset", "strategy", "seeds", "final acc", "AUBC", "s"):
+            text = col in ("dataset", "strategy")
+            table.add_column(col, justify="left" if text else "right", no_wrap=not text,
+                             overflow="fold" if text else "ellipsis",
+                             min_width={"dataset": 21, "strategy": 16}.get(col))
+        # Show dataset names alone unless two datasets of the config share a name.
+        names = [d.name for d in cfg.dataset]
+        short = {d.label: (d.name if names.count(d.name) == 1 else d.label) for d in cfg.dataset}
         for row in summarize([o for o in outcomes if o.status == "finished"]):
             table.add_row(
-                row["dataset"], row["strategy"], str(row["seeds"]),
-                f"{fmt(row['final_accuracy'])} ± {fmt(row['final_accuracy_std'])}",
-                f"{fmt(row['aubc'])} ± {fmt(row['aubc_std'])}", f"{row['seconds']:.1f}",
+                short.get(row["dataset"], row["dataset"]), row["strategy"], str(row["seeds"]),
+                f"{fmt(row['final_accuracy'])}±{fmt(row['final_accuracy_std'])}",
+                f"{fmt(row['aubc'])}±{fmt(row['aubc_std'])}", f"{row['seconds']:.1f}",
             )
         console.print(table)
         failed = [o for o in outcomes if o.status != "finished"]
