@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from mmal_core import MmalError, PoolView, ScoreStrategy, Strategy, top_k
-from mmal_core.params import check_choice, check_float
+from mmal_core.params import check_choice, check_float, check_int
 from mmal_core.utilization import coalition_masks, shapley_from_coalitions
 
-from .geometry import GradientEmbeddingDistances, kcenter_greedy, kmeanspp
+from .geometry import GradientBlocks, GradientEmbeddingDistances, block_bytes, kcenter_greedy, kmeanspp, kmeanspp_blocked
 from .uncertainty import entropy
 
 MEASURES = ("entropy", "margin", "least_confidence")
@@ -108,7 +108,13 @@ class BMMAL(Strategy):
     inverse-CDF lookup per pick) instead of numpy's global state; when every remaining D is
     0 the draw is uniform instead of an error; the pool is never split into GPU-sized
     mini-batches (their split changes the picks only when memory runs out); more than two
-    modalities use exact M-player Shapley values and ``1 - (c_max - c_m)``.
+    modalities use exact M-player Shapley values and ``1 - (c_max - c_m)``; with ``block`` > 0
+    (default 64) the D^2 weights are refreshed every ``block`` picks and draws are made by
+    rejection from the stale weights (the same k-means++ distribution, a different random
+    stream; ``block: 0`` reproduces the per-pick stream of the authors' rule).
+
+    Parameters:
+        block: picks between two refreshes of the D^2 vector (0: after every pick).
     """
 
     name = "bmmal"
@@ -116,20 +122,30 @@ class BMMAL(Strategy):
     requires = frozenset({"probs", "subset_probs", "modality_embeddings"})
     multimodal = True
 
+    def __init__(self, block: int = 64):
+        self.block = check_int("block", block, 0)
+
     def gradient_blocks(self, view: PoolView) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(s_m * (p - onehot(y_hat)) (n, C), z_m (n, d_m)) for each modality m]."""
         probs = np.asarray(view.probs, dtype=np.float64)
         a = probs.copy()
         a[np.arange(len(a)), probs.argmax(axis=1)] -= 1.0
         scales = bmmal_scales(probs, view.subset_probs, view.modalities)
-        return [(a * scales[:, [j]], np.asarray(view.modality_embeddings[m], dtype=np.float64))
+        # Embeddings stay float32 (the distance kernel computes in float32 anyway): a float64
+        # copy would double the peak memory of the selection for nothing.
+        return [(a * scales[:, [j]], np.asarray(view.modality_embeddings[m], dtype=np.float32))
                 for j, m in enumerate(view.modalities)]
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         blocks = self.gradient_blocks(view)
         dist = GradientEmbeddingDistances(blocks)
         first = int(np.argmax(dist.sqnorms.cpu().numpy()))
-        return kmeanspp(len(view), budget, rng, dist, first=first)
+        if self.block == 0:  # one D^2 update per pick: the authors' random stream, draw for draw
+            return kmeanspp(len(view), budget, rng, dist, first=first)
+        # Same D^2 distribution, refreshed every `block` picks with blocked products (as BADGE).
+        feature_bytes = sum(np.asarray(e).nbytes for _, e in blocks)
+        return kmeanspp_blocked(len(view), budget, rng, GradientBlocks(dist), first=first,
+                                block=self.block, chunk_bytes=block_bytes(feature_bytes))
 
 
 # -- uncertainty of the unimodal heads -------------------------------------------------------------

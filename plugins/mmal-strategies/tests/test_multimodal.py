@@ -53,7 +53,7 @@ def test_conformance(cls, params):
         (ModalityDisagreement, {"include_fused": "yes"}, "parameter 'include_fused'"),
         (WeakModality, {"metric": "speed"}, "parameter 'metric'"),
         (StratifiedUncertainty, {"weight": -1}, "parameter 'weight'"),
-        (BMMAL, {"k": 3}, r"strategy 'bmmal': unknown parameter 'k'; accepted: none"),
+        (BMMAL, {"k": 3}, r"strategy 'bmmal': unknown parameter 'k'; accepted: block"),
     ],
 )
 def test_bad_parameters_are_one_line_errors(cls, params, message):
@@ -201,10 +201,32 @@ def bmmal_inputs(n=40, C=4, d=(5, 3), seed=0):
 def test_bmmal_picks_what_the_authors_rule_picks(seed):
     view, (full, only_m1, only_m2, z1, z2) = bmmal_inputs(seed=seed)
     budget = 10
-    ours = BMMAL().select(view, budget, np.random.default_rng(100 + seed)).tolist()
+    ours = BMMAL(block=0).select(view, budget, np.random.default_rng(100 + seed)).tolist()
     ref, ref_scales = authors_rule(full, only_m1, only_m2, z1, z2, budget, np.random.default_rng(100 + seed))
     assert ours == ref
     assert np.allclose(bmmal_scales(full, view.subset_probs, ["m1", "m2"]), ref_scales)
+
+
+def test_bmmal_blocked_draws_follow_the_same_d2_distribution():
+    from mmal_strategies.geometry import GradientEmbeddingDistances
+
+    view, _ = bmmal_inputs(seed=3)
+    strategy = BMMAL()  # block=64: rejection sampling from stale weights
+    dist = GradientEmbeddingDistances(strategy.gradient_blocks(view))
+    first = int(np.argmax(dist.sqnorms.cpu().numpy()))
+    d2 = dist(first).cpu().numpy().astype(np.float64)
+    expected = d2 / d2.sum()
+    counts = np.zeros(len(view))
+    for s in range(2000):
+        picks = strategy.select(view, 2, np.random.default_rng(s))
+        assert picks[0] == first
+        counts[picks[1]] += 1
+    from scipy.stats import chisquare
+
+    keep = expected > 0
+    result = chisquare(counts[keep], expected[keep] * counts.sum())
+    assert result.pvalue > 0.001  # consistent with D^2 sampling (the seeds are fixed: not flaky)
+    assert counts[~keep].sum() == 0
 
 
 def test_bmmal_scales_shrink_the_weaker_modality_only():
