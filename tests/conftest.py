@@ -48,3 +48,19 @@ def example_plugin_path(tmp_path_factory) -> Path:
 def fixture_plugins_path(tmp_path_factory) -> Path:
     """Broken, clashing and defective-dataset plugins installed into their own folder."""
     return _pip_target(ROOT / "tests" / "fixtures" / "mmal-test-fixtures", tmp_path_factory.mktemp("fixture-plugins"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny leaderboard benchmark run for margin and random (built once per session,
+    cached on disk), its plugin registered in this process for the module's tests."""
+    from mmal_core.plugins import PluginManager, reset_plugin_manager
+    from mmal_core.server.testing import tiny_results
+
+    results = tiny_results(tmp_path_factory.getbasetemp() / "mmal-tiny-results")
+    sys.path.insert(0, str(results["site"]))
+    previous = reset_plugin_manager(PluginManager())
+    yield results
+    reset_plugin_manager(previous)
+    sys.path.remove(str(results["site"]))
+    sys.modules.pop("mmal_test_benchmarks", None)

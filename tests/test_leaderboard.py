@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -16,8 +15,7 @@ from mmal_core.leaderboard import (
     Curve, bootstrap_interval, build_leaderboard, curves_from_store, render, render_html, significantly_better,
 )
 from mmal_core.metrics import aubc
-from mmal_core.plugins import PluginManager, reset_plugin_manager
-from mmal_core.server.testing import TINY_BENCHMARK, tiny_results
+from mmal_core.server.testing import TINY_BENCHMARK
 from mmal_core.store import Store
 
 COUNTS = [10, 20, 30, 40]
@@ -110,18 +108,6 @@ def test_renderers_agree_and_html_is_self_contained_and_escaped():
 
 
 # -- against a real results database ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The tiny benchmark run for margin and random, its plugin registered in this process."""
-    results = tiny_results(tmp_path_factory.getbasetemp() / "mmal-tiny-results")
-    sys.path.insert(0, str(results["site"]))
-    previous = reset_plugin_manager(PluginManager())
-    yield results
-    reset_plugin_manager(previous)
-    sys.path.remove(str(results["site"]))
-    sys.modules.pop("mmal_test_benchmarks", None)
-
-
 def _cli(capsys, *args):
     from mmal_core.cli import main
 

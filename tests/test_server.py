@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import threading
 import time
 import urllib.error
@@ -19,25 +18,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mmal_core import MmalError  # noqa: E402
-from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
 from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
-from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env, tiny_results  # noqa: E402
+from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env  # noqa: E402
 from mmal_core.submission import parse_submission, verify_submission  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The tiny benchmark run for margin and random, its plugin registered in this process."""
-    results = tiny_results(tmp_path_factory.getbasetemp() / "mmal-tiny-results")
-    sys.path.insert(0, str(results["site"]))
-    previous = reset_plugin_manager(PluginManager())
-    yield results
-    reset_plugin_manager(previous)
-    sys.path.remove(str(results["site"]))
-    sys.modules.pop("mmal_test_benchmarks", None)
 
 
 @pytest.fixture(scope="module")
