@@ -34,3 +34,15 @@ def run_cli(*args: str, env_extra: dict | None = None, cwd: Path | None = None, 
     return subprocess.run(
         [sys.executable, "-m", "mmal_core", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
     )
+
+
+def cli_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``mmal ARGS`` in this process: (exit code, stdout, stderr on one line)."""
+    import pytest
+
+    from mmal_core.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    return info.value.code, out.out, " ".join(out.err.split())

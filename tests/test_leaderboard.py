@@ -17,6 +17,7 @@ from mmal_core.leaderboard import (
 from mmal_core.metrics import aubc
 from mmal_core.server.testing import TINY_BENCHMARK
 from mmal_core.store import Store
+from _support import cli_in_process  # noqa: E402
 
 COUNTS = [10, 20, 30, 40]
 
@@ -108,15 +109,6 @@ def test_renderers_agree_and_html_is_self_contained_and_escaped():
 
 
 # -- against a real results database ---------------------------------------------------------------------------
-def _cli(capsys, *args):
-    from mmal_core.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, " ".join(out.err.split())
-
-
 def test_leaderboard_of_a_results_database(tiny, capsys, tmp_path):
     from mmal_core.benchmarks import get_benchmark
 
@@ -126,7 +118,7 @@ def test_leaderboard_of_a_results_database(tiny, capsys, tmp_path):
     assert sorted({(c.strategy, c.seed) for c in curves}) == [("margin", 0), ("margin", 1), ("random", 0), ("random", 1)]
     assert all(c.n_labeled == bench.labeled_counts() for c in curves)
 
-    code, out, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", bench.name, "--format", "json")
+    code, out, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", bench.name, "--format", "json")
     assert code == 0, err
     lb = json.loads(out)
     rows = lb["benchmarks"][0]["rows"]
@@ -139,22 +131,22 @@ def test_leaderboard_of_a_results_database(tiny, capsys, tmp_path):
         assert set(by_name[name]["modality_accuracy"]) == {"m0", "m1"}
 
     out_file = tmp_path / "lb.html"
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "html", "--output", str(out_file))
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "html", "--output", str(out_file))
     assert code == 0, err
     assert "data:image/png;base64," in out_file.read_text() and "margin" in out_file.read_text()
-    code, out, _ = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "table")
+    code, out, _ = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "table")
     assert code == 0 and "pairwise penalty" in out and "margin" in out
 
 
 def test_leaderboard_errors_name_the_option(tiny, capsys, tmp_path):
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "yaml")
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "yaml")
     assert code == 2 and "--format yaml" in err
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", "synthetic-missing")
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", "synthetic-missing")
     assert code == 2 and "no finished runs of benchmark 'synthetic-missing'" in err
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tmp_path / "none.db"))
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tmp_path / "none.db"))
     assert code == 2 and "none.db" in err
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", "tiny-misssing")
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--benchmark", "tiny-misssing")
     assert code == 2 and "did you mean 'tiny-missing'" in err
-    code, _, err = _cli(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "csv",
+    code, _, err = cli_in_process(capsys, "leaderboard", "--db", str(tiny["db"]), "--format", "csv",
                         "--output", str(tmp_path / "no" / "x.csv"))
     assert code == 2 and "does not exist" in err

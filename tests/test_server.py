@@ -22,6 +22,7 @@ from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
 from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env  # noqa: E402
 from mmal_core.submission import parse_submission, verify_submission  # noqa: E402
+from _support import cli_in_process  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'
 
@@ -277,23 +278,14 @@ def _status(url, sid):
         return json.loads(resp.read())["status"]
 
 
-def _cli(capsys, *args):
-    from mmal_core.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, " ".join(out.err.split())
-
-
 def test_submit_verify_rank_against_a_real_server(tmp_path, tiny, capsys):
     db = f"sqlite:///{tmp_path / 'server.db'}"
-    code, out, err = _cli(capsys, "serve", "token", "create", "alice", "--db", db)
+    code, out, err = cli_in_process(capsys, "serve", "token", "create", "alice", "--db", db)
     assert code == 0, err
     token_file = tmp_path / "alice.token"
     token_file.write_text(out.strip() + "\n")
     with ServerProcess(db, env=plugin_env(tiny["site"]), log_path=tmp_path / "serve.log") as server:
-        code, out, err = _cli(capsys, "submit", "bench:tiny-missing:margin", "--db", str(tiny["db"]),
+        code, out, err = cli_in_process(capsys, "submit", "bench:tiny-missing:margin", "--db", str(tiny["db"]),
                               "--to", server.url, "--token-file", str(token_file), "--wait", "--timeout", "240")
         assert code == 0, err
         assert "verified" in out
@@ -301,12 +293,12 @@ def test_submit_verify_rank_against_a_real_server(tmp_path, tiny, capsys):
             board = json.loads(resp.read())
         assert [r["strategy"] for r in board["rows"]] == ["margin"]
 
-        code, _, err = _cli(capsys, "serve", "token", "revoke", "alice", "--db", db)
+        code, _, err = cli_in_process(capsys, "serve", "token", "revoke", "alice", "--db", db)
         assert code == 0, err
-        code, _, err = _cli(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
+        code, _, err = cli_in_process(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
                             "--to", server.url, "--token-file", str(token_file))
         assert code == 2 and "401" in err and "revoked" in err
-        code, _, err = _cli(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
+        code, _, err = cli_in_process(capsys, "submit", "bench:tiny-missing:random", "--db", str(tiny["db"]),
                             "--to", "ftp://x", "--token-file", str(token_file))
         assert code == 2 and "--to ftp://x" in err
     assert ServerStore(db).counts() == {"verified": 1}
@@ -358,20 +350,20 @@ def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
 
 def test_token_and_serve_commands_refuse_bad_input(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'server.db'}"
-    code, out, err = _cli(capsys, "serve", "token", "create", "carol", "--db", db)
+    code, out, err = cli_in_process(capsys, "serve", "token", "create", "carol", "--db", db)
     assert code == 0 and len(out.strip()) >= 40, err
-    code, _, err = _cli(capsys, "serve", "token", "create", "carol", "--db", db)
+    code, _, err = cli_in_process(capsys, "serve", "token", "create", "carol", "--db", db)
     assert code == 2 and "token 'carol' already exists" in err
-    code, out, _ = _cli(capsys, "serve", "token", "list", "--db", db)
+    code, out, _ = cli_in_process(capsys, "serve", "token", "list", "--db", db)
     assert code == 0 and "carol" in out and "active" in out
-    code, _, err = _cli(capsys, "serve", "token", "revoke", "dave", "--db", db)
+    code, _, err = cli_in_process(capsys, "serve", "token", "revoke", "dave", "--db", db)
     assert code == 2 and "no active token" in err
-    code, _, err = _cli(capsys, "serve", "token", "create", "x", "--db", str(tmp_path / "no" / "s.db"))
+    code, _, err = cli_in_process(capsys, "serve", "token", "create", "x", "--db", str(tmp_path / "no" / "s.db"))
     assert code == 2 and "does not exist" in err
-    code, _, err = _cli(capsys, "serve", "--port", "0", "--db", db)
+    code, _, err = cli_in_process(capsys, "serve", "--port", "0", "--db", db)
     assert code == 2 and "--port 0" in err
-    code, _, err = _cli(capsys, "serve", "token", "create", "x", "--db", "nosuchdriver://x")
+    code, _, err = cli_in_process(capsys, "serve", "token", "create", "x", "--db", "nosuchdriver://x")
     assert code == 2 and "--db nosuchdriver://x" in err
-    code, _, err = _cli(capsys, "submit", "whatever", "--to", "http://127.0.0.1:9", "--token-file",
+    code, _, err = cli_in_process(capsys, "submit", "whatever", "--to", "http://127.0.0.1:9", "--token-file",
                         str(tmp_path / "missing.token"))
     assert code == 2 and "--token-file" in err and "no such file" in err
