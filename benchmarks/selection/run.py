@@ -355,19 +355,26 @@ def worker(args):
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
     base = _status("VmRSS")
-    t0 = time.perf_counter()
-    picks = fn(data, args.budget)
-    split = {}
-    if isinstance(picks, tuple):
-        picks, split = picks
-    picks = np.asarray(picks)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    # Short cases are repeated (best of up to --repeat runs, within about 2 s in all) so
+    # that a millisecond-scale selection is not judged on one noisy sample; long ones run once.
+    times, split = [], {}
+    while not times or (len(times) < args.repeat and sum(times) < 2.0):
+        t0 = time.perf_counter()
+        picks = fn(data, args.budget)
+        parts = {}
+        if isinstance(picks, tuple):
+            picks, parts = picks
+        picks = np.asarray(picks)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if times[-1] == min(times):
+            split = parts  # the phases of the best run
+    seconds = min(times)
     peak = _status("VmHWM")
     result = {
         "strategy": args.strategy, "impl": args.impl, "n": args.n, "d": args.d, "budget": args.budget,
-        "seconds": seconds, "peak_extra": peak - base, "peak_total": peak, "feature_bytes": feature_bytes(data),
+        "seconds": seconds, "runs": len(times), "peak_extra": peak - base, "peak_total": peak, "feature_bytes": feature_bytes(data),
         "unique_picks": int(len(np.unique(picks))), "device": "cuda" if cuda else "cpu", **split,
     }
     if cuda:
@@ -379,7 +386,7 @@ def run_case(strategy, impl, n, budget, args):
     cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--impl", impl, "--n", str(n),
            "--budget", str(budget), "--d", str(args.d), "--classes", str(args.classes), "--labeled",
            str(args.labeled), "--mc-samples", str(args.mc_samples), "--threads", str(args.threads),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--repeat", str(args.repeat)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads))
     try:
@@ -449,6 +456,8 @@ def main(argv=None):
     parser.add_argument("--mc-samples", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads of every case")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="best of up to this many runs for cases that take well under 2 s (1: single run)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--scaling", action="store_true", help="also the coreset/badge scaling table")
     parser.add_argument("--scaling-only", action="store_true")

@@ -83,8 +83,10 @@ class KMeansSampling(Strategy):
     pre-filter; see also Nguyen & Smeulders, ICML 2004).
 
     Clustering is Lloyd's algorithm with k-means++ seeding from the rng, computed in row
-    blocks in float32 (O(max_iter n k d) time, at most ``geometry.CHUNK_BYTES`` of
-    distances at once). Each pick is the member of its cluster nearest to the centroid, so
+    blocks in float32 (at most ``geometry.CHUNK_BYTES`` of distances at once). Its
+    assignments are Lloyd's, but after the first steps only the centers that moved are
+    compared with the pool (``geometry.NearestCenters``), so a step costs O(n k_moved d)
+    instead of O(n k d). Each pick is the member of its cluster nearest to the centroid, so
     the picks are distinct.
 
     Parameters:

@@ -426,16 +426,18 @@ def kmeanspp_points(
     block: int = 64,
     chunk_bytes: int = CHUNK_BYTES,
     device: Any = "auto",
-) -> np.ndarray:
+    nearest: bool = False,
+):
     """k-means++ seeding on Euclidean rows, drawing from the exact D^2 distribution, faster.
 
     points: (n, d). The first center is uniform; every next one is drawn with probability
     proportional to D^2 (squared distance to the nearest center so far), as in
     :func:`kmeanspp`, but blocked: see :func:`kmeanspp_blocked`. Returns (k,) int64
-    positions in pick order.
+    positions in pick order (with ``nearest``, also each point's nearest center: see there).
     """
     x = as_float_tensor(points, device)
-    return kmeanspp_blocked(int(x.shape[0]), k, rng, EuclideanBlocks(x), block=block, chunk_bytes=chunk_bytes)
+    return kmeanspp_blocked(int(x.shape[0]), k, rng, EuclideanBlocks(x), block=block, chunk_bytes=chunk_bytes,
+                            nearest=nearest)
 
 
 class EuclideanBlocks:
@@ -482,7 +484,8 @@ def kmeanspp_blocked(
     first: int | None = None,
     block: int = 64,
     chunk_bytes: int = CHUNK_BYTES,
-) -> np.ndarray:
+    nearest: bool = False,
+):
     """k-means++ seeding that draws from the exact D^2 distribution, with blocked updates.
 
     n: pool size; block_sqdist(rows, cols) -> (r, b) squared distances between pool rows
@@ -499,6 +502,11 @@ def kmeanspp_blocked(
     :func:`kmeanspp`). When every remaining D^2 is 0 (duplicates) the draw is uniform over
     the unpicked. Time O(k n cost-per-distance) in blocked products; extra memory O(n) plus
     blocks of at most ``chunk_bytes``. Returns (k,) int64 positions in pick order.
+
+    With ``nearest``, returns (picks, owner, sqdist) instead: owner (n,) int64 tensor, the
+    pick order (0 .. k-1) of each point's nearest center (the earliest on ties), and sqdist
+    (n,) float32 tensor, the squared distance to it: k-means' first assignment, for the
+    price of one last blocked update.
     """
     import torch
 
@@ -509,6 +517,8 @@ def kmeanspp_blocked(
     device = block_sqdist.device
     chosen = np.zeros(n, dtype=bool)
     best = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
+    owner = torch.zeros(n, dtype=torch.int64, device=device) if nearest else None
+    first_pick = 0  # pick order of pending[0]
     pending: list[int] = [int(rng.integers(n)) if first is None else int(first)]
     if not 0 <= pending[0] < n:
         raise ValueError(f"first: expected a position in [0, {n}), got {pending[0]}")
@@ -518,13 +528,17 @@ def kmeanspp_blocked(
     tries = 0
 
     def refresh():
-        nonlocal pending, stale, cdf, tries
+        nonlocal pending, stale, cdf, tries, first_pick
         if pending:
             cols = torch.as_tensor(pending, device=device)
             step = _rows_per_block(len(pending), chunk_bytes)
             for start in range(0, n, step):
                 sl = slice(start, min(start + step, n))
-                torch.minimum(best[sl], block_sqdist(sl, cols).min(dim=1).values, out=best[sl])
+                v, j = block_sqdist(sl, cols).min(dim=1)
+                if owner is not None:
+                    owner[sl] = torch.where(v < best[sl], j + first_pick, owner[sl])
+                torch.minimum(best[sl], v, out=best[sl])
+            first_pick += len(pending)
             pending = []
         stale = best.double().cpu().numpy()
         stale[chosen] = 0.0
@@ -558,6 +572,9 @@ def kmeanspp_blocked(
         pending.append(i)
         if len(pending) >= block:
             refresh()
+    if nearest:
+        refresh()
+        return picks, owner, best
     return picks
 
 
@@ -570,15 +587,23 @@ def kmeans(
     tol: float = 1e-4,
     chunk_bytes: int = CHUNK_BYTES,
     device: Any = "auto",
+    cache: int = 4,
 ):
     """k-means (Lloyd) with k-means++ seeding, computed in row blocks.
 
     points: (n, d); k: number of clusters, 1 <= k <= n. Stops after ``max_iter`` Lloyd steps
     or when no assignment changes or the centers move by less than ``tol`` times the mean
     squared norm. An empty cluster is re-seeded at the point farthest from its center.
-    Each step costs O(n k d) time and holds at most ``chunk_bytes`` of distances.
-    Returns (centers (k, d) float32 tensor, labels (n,) int64 tensor, sqdist (n,) float32
-    tensor: squared distance of each point to its own center).
+
+    The assignments are Lloyd's (up to float rounding), but a step pays only for what
+    changed: a center is recomputed only when its cluster gained or lost a member, and only
+    the centers that moved are compared with the pool (:class:`NearestCenters`, which
+    remembers ``cache`` near centers per point). The first step costs O(n k d), later ones
+    O(n k_moved d) plus a full row for the few points whose remembered centers no longer
+    settle their nearest one; in practice few centers move after the first steps.
+    Temporary blocks hold at most ``chunk_bytes``; the cache adds 12 ``cache`` bytes per
+    point. Returns (centers (k, d) float32 tensor, labels (n,) int64 tensor, sqdist (n,)
+    float32 tensor: squared distance of each point to its own center).
     """
     import torch
 
@@ -587,38 +612,159 @@ def kmeans(
     _check_budget(n, k)
     if k < 1:
         raise ValueError("k: expected at least 1 cluster")
-    dist = EuclideanDistances(x, device=x.device)
-    seeds = kmeanspp_points(x, k, rng, chunk_bytes=chunk_bytes)
+    seeds, owner, seed_sqd = kmeanspp_points(x, k, rng, chunk_bytes=chunk_bytes, nearest=True)
     centers = x[torch.as_tensor(seeds, device=x.device)].clone()
-    labels = None
-    scale = float(dist.sqnorms.mean()) + 1e-12
+    near = NearestCenters(x, k, cache=cache, chunk_bytes=chunk_bytes, labels=owner, sqdist=seed_sqd)
+    scale = float(near.x_sqnorms.mean()) + 1e-12
+    labels = near.labels.clone()
+    # Cluster sums in float64, updated with the points that changed cluster only.
+    sums = torch.zeros((k, x.shape[1]), dtype=torch.float64, device=x.device)
+    rows = _rows_per_block(2 * x.shape[1], chunk_bytes)  # a float64 copy of a row block
+    for start in range(0, n, rows):
+        sums.index_add_(0, labels[start : start + rows], x[start : start + rows].double())
+    counts = torch.bincount(labels, minlength=k)
+    moved = torch.ones(k, dtype=torch.bool, device=x.device)
     for _ in range(max_iter):
-        new_labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
-        if labels is not None and torch.equal(new_labels, labels):
-            break
-        labels = new_labels
-        sums = torch.zeros_like(centers).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k).to(x.dtype)
+        # Update step, only for the clusters whose membership changed: the others keep
+        # their center bit for bit, so every distance to them stays valid.
+        new_centers = centers.clone()
+        new_centers[moved] = (sums[moved] / counts[moved].clamp(min=1)[:, None]).to(x.dtype)
         empty = counts == 0
-        new_centers = sums / counts.clamp(min=1)[:, None]
         if bool(empty.any()):
             # Re-seed empty clusters at the points worst served by their centers.
-            far = torch.argsort(sqd, descending=True)[: int(empty.sum())]
+            far = torch.argsort(near.sqdist(), descending=True)[: int(empty.sum())]
             new_centers[empty] = x[far]
-        shift = float(((new_centers - centers) ** 2).sum(dim=1).max())
+            moved |= empty
+        moved &= (new_centers != centers).any(dim=1)  # e.g. a singleton keeps its center
+        shift = float(((new_centers[moved] - centers[moved]) ** 2).sum(dim=1).max()) if bool(moved.any()) else 0.0
         centers = new_centers
-        if shift <= tol * scale:
-            labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+        # Assignment step.
+        new_labels = near.update(centers, torch.nonzero(moved).flatten()).clone()
+        changed = torch.nonzero(new_labels != labels).flatten()
+        if changed.numel() == 0 or shift <= tol * scale:
+            labels = new_labels
             break
-    else:
-        labels, sqd = assign(x, centers, chunk_bytes=chunk_bytes, x_sqnorms=dist.sqnorms)
+        moved = torch.zeros(k, dtype=torch.bool, device=x.device)
+        for start in range(0, changed.numel(), rows):
+            part = changed[start : start + rows]
+            xs = x[part].double()
+            sums.index_add_(0, new_labels[part], xs)
+            sums.index_add_(0, labels[part], xs, alpha=-1)
+            moved[new_labels[part]] = True
+            moved[labels[part]] = True
+        labels = new_labels
+        counts = torch.bincount(labels, minlength=k)
     # The expanded form ||x||^2 + ||c||^2 - 2 x.c loses precision for points near their
     # center, which is where "nearest to the centroid" is decided: recompute those directly.
-    step = _rows_per_block(2 * x.shape[1], chunk_bytes)  # two (rows, d) temporaries
-    for start in range(0, n, step):
-        sl = slice(start, start + step)
+    sqd = torch.empty(n, dtype=torch.float32, device=x.device)
+    rows = _rows_per_block(2 * x.shape[1], chunk_bytes)  # two (rows, d) temporaries
+    for start in range(0, n, rows):
+        sl = slice(start, start + rows)
         sqd[sl] = sqnorms(x[sl] - centers[labels[sl]])
     return centers, labels, sqd
+
+
+class NearestCenters:
+    """The nearest of k moving centers for every point, updated from the centers that moved.
+
+    Keeps, per point, the ``cache`` nearest centers found at its last full comparison with
+    their current partial distances ``||c||^2 - 2 x.c`` (the point's own ``||x||^2`` left
+    out: it does not change the order), and a threshold below which no other center lies.
+    After some centers move, only they are compared with the pool (one (n, k_moved) product
+    in row blocks): a point's nearest center is the best of its remembered ones and the
+    moved ones whenever that best is below its threshold, which then drops to the nearest
+    moved center it does not remember. Only the points where this fails get a full row of k
+    distances (and a fresh cache). The result is exactly the nearest center under the new
+    centers, up to float rounding.
+    """
+
+    def __init__(self, x, k: int, *, cache: int = 4, chunk_bytes: int = CHUNK_BYTES, centers=None,
+                 labels=None, sqdist=None):
+        import torch
+
+        self.x, self.chunk_bytes = x, int(chunk_bytes)
+        self.x_sqnorms = sqnorms(x)
+        n, k = int(x.shape[0]), int(k)
+        self.k, self.m = k, max(1, min(int(cache), k))
+        dev = x.device
+        self.idx = torch.empty((n, self.m), dtype=torch.int64, device=dev)
+        self.val = torch.empty((n, self.m), dtype=torch.float32, device=dev)
+        self.thr = torch.empty(n, dtype=torch.float32, device=dev)
+        self.labels = torch.empty(n, dtype=torch.int64, device=dev)
+        self.best = torch.empty(n, dtype=torch.float32, device=dev)
+        self.cached = False  # the first comparison keeps only the nearest center
+        if labels is not None:  # known already (k-means++ found them)
+            self.labels.copy_(labels)
+            torch.sub(sqdist, self.x_sqnorms, out=self.best)
+        else:
+            self._full(centers, sqnorms(centers), None)
+
+    def sqdist(self):
+        """(n,) squared distance of each point to its nearest center (clamped at 0)."""
+        return (self.best + self.x_sqnorms).clamp_(min=0.0)
+
+    def _full(self, centers, cn, rows):
+        """Compare ``rows`` (an index tensor, or None for all) with every center."""
+        import torch
+
+        n = self.x.shape[0] if rows is None else rows.numel()
+        take = min(self.m + 1, self.k)
+        step = _rows_per_block(self.k, self.chunk_bytes)
+        for start in range(0, n, step):
+            part = slice(start, min(start + step, n)) if rows is None else rows[start : start + step]
+            d = torch.addmm(cn[None, :], self.x[part], centers.T, alpha=-2.0)
+            if not self.cached:
+                self.best[part], self.labels[part] = d.min(dim=1)
+                continue
+            v, j = torch.topk(d, take, dim=1, largest=False, sorted=True)
+            self.idx[part], self.val[part] = j[:, : self.m], v[:, : self.m]
+            self.thr[part] = v[:, self.m] if take > self.m else float("inf")
+            self.labels[part], self.best[part] = j[:, 0], v[:, 0]
+
+    def update(self, centers, moved):
+        """New nearest centers after the centers in ``moved`` (index tensor) changed.
+
+        centers: (k, d) current centers. Returns the (n,) labels (this object's own tensor,
+        overwritten by the next call).
+        """
+        import torch
+
+        if moved.numel() == 0:
+            return self.labels
+        dev, n, mm = self.x.device, self.x.shape[0], moved.numel()
+        cn = sqnorms(centers)
+        if not self.cached or 2 * mm > self.k:  # cheaper to compare everything afresh
+            self.cached = True
+            self._full(centers, cn, None)
+            return self.labels
+        # The moved centers plus one sentinel column that is +inf for every point.
+        cm = torch.cat([centers[moved], torch.zeros((1, centers.shape[1]), dtype=centers.dtype, device=dev)])
+        bias = torch.cat([cn[moved], torch.full((1,), float("inf"), device=dev)])
+        slot = torch.full((self.k,), mm, dtype=torch.int64, device=dev)
+        slot[moved] = torch.arange(mm, device=dev)
+        failed = []
+        step = _rows_per_block(mm + 1 + 2 * self.m, self.chunk_bytes)
+        for start in range(0, n, step):
+            sl = slice(start, min(start + step, n))
+            d = torch.addmm(bias[None, :], self.x[sl], cm.T, alpha=-2.0)  # (r, mm + 1)
+            s = slot[self.idx[sl]]  # (r, m): column of each remembered center, mm if it did not move
+            val = torch.where(s < mm, d.gather(1, s), self.val[sl])
+            self.val[sl] = val
+            d.scatter_(1, s, float("inf"))  # keep only the moved centers not remembered
+            out_v, out_j = d.min(dim=1)
+            in_v, in_j = val.min(dim=1)
+            thr = torch.minimum(self.thr[sl], out_v)
+            self.thr[sl] = thr
+            use_out = out_v < in_v
+            best = torch.where(use_out, out_v, in_v)
+            self.best[sl] = best
+            self.labels[sl] = torch.where(use_out, moved[out_j.clamp(max=mm - 1)], self.idx[sl].gather(1, in_j[:, None])[:, 0])
+            bad = torch.nonzero(best > thr).flatten()
+            if bad.numel():
+                failed.append(bad + start)
+        if failed:
+            self._full(centers, cn, torch.cat(failed))
+        return self.labels
 
 
 def assign(points: Any, centers: Any, *, chunk_bytes: int = CHUNK_BYTES, x_sqnorms: Any = None):

@@ -77,6 +77,24 @@ def test_bald_prefers_disagreement_over_agreed_uncertainty():
     assert picks.tolist() == [1]
 
 
+def test_mutual_information_matches_a_float64_reference_and_is_exact_at_agreement():
+    rng = np.random.default_rng(7)
+    mc = rng.dirichlet(np.ones(10) * 0.5, size=(20, 3000)).astype(np.float32)
+    mc[:, 5] = mc[0, 5]  # passes agree exactly: MI is exactly 0
+    mc[:, 6, 0] = 0.0  # a class with probability 0 in every pass
+    mc[:, 6] /= mc[:, 6].sum(1, keepdims=True)
+    mc[1:, 7] = mc[0, 7]
+    mc[1, 7, :2] = mc[0, 7, [1, 0]]  # one pass differs slightly: MI small but not 0
+    p = mc.astype(np.float64)
+    mean = p.mean(0)
+    xlogx = lambda q: np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)  # noqa: E731
+    ref = -xlogx(mean).sum(1) + xlogx(p).sum(2).mean(0)
+    got = mutual_information(mc, chunk_bytes=20 * 10 * 4 * 512)  # several blocks
+    assert got.shape == (3000,) and np.all(np.isfinite(got))
+    assert np.allclose(got, ref, atol=2e-6)
+    assert got[5] == 0.0 and got[7] > 0.0
+
+
 def _joint_mi(mc, batch):
     """Brute-force I[y_batch; w]: the full table of all C^|batch| configurations."""
     T, _, C = mc.shape

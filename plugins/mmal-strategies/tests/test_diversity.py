@@ -135,6 +135,63 @@ def test_kmeans_recovers_separated_blobs():
     assert np.allclose(sqd.numpy(), ((x - centers.numpy()[labels]) ** 2).sum(1), atol=1e-3)
 
 
+def _textbook_kmeans(x, seeds, max_iter=20):
+    """Lloyd's algorithm as written in textbooks: every point against every center each step."""
+    c = x[seeds].astype(np.float64)
+    labels = None
+    for _ in range(max_iter):
+        d = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2)
+        new = d.argmin(1)
+        if labels is not None and (new == labels).all():
+            break
+        labels = new
+        for j in range(len(c)):
+            if (labels == j).any():
+                c[j] = x[labels == j].mean(0)
+    return labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_assignments_are_lloyds(seed):
+    # Many overlapping clusters, so that centers keep moving for several steps and the
+    # partial updates (only moved centers, remembered near centers) are really exercised.
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(1500, 12)) + rng.normal(scale=2.0, size=(8, 12))[rng.integers(0, 8, 1500)]).astype(np.float32)
+    seeds = geometry.kmeanspp_points(x, 40, np.random.default_rng(seed), device="cpu")
+    centers, labels, _ = geometry.kmeans(x, 40, np.random.default_rng(seed), device="cpu", tol=0.0, max_iter=50)
+    truth = _textbook_kmeans(x.astype(np.float64), seeds, max_iter=50)
+    assert labels.numpy().tolist() == truth.tolist()
+    means = np.stack([x[truth == j].mean(0) for j in range(40)])
+    assert np.allclose(centers.numpy(), means, atol=1e-5)
+
+
+@pytest.mark.parametrize("cache", [1, 3, 40])
+def test_nearest_centers_follow_moving_centers_exactly(cache):
+    rng = np.random.default_rng(cache)
+    x = torch.from_numpy(rng.normal(size=(700, 6)).astype(np.float32))
+    centers = torch.from_numpy(rng.normal(size=(25, 6)).astype(np.float32))
+    near = geometry.NearestCenters(x, 25, cache=cache, centers=centers, chunk_bytes=4096)
+    for step in range(12):
+        moved = torch.from_numpy(np.sort(rng.choice(25, size=int(rng.integers(1, 25)), replace=False)))
+        centers = centers.clone()
+        # small and large moves: large ones make remembered centers stale and force full rows
+        centers[moved] += torch.from_numpy(rng.normal(scale=0.05 if step % 2 else 1.0, size=(len(moved), 6)).astype(np.float32))
+        labels = near.update(centers, moved)
+        d = torch.cdist(x.double(), centers.double())
+        assert labels.tolist() == d.argmin(1).tolist()
+        assert torch.allclose(near.sqdist(), d.min(1).values.float() ** 2, rtol=1e-4, atol=1e-4)
+
+
+def test_kmeanspp_reports_each_points_nearest_seed():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    picks, owner, sqd = geometry.kmeanspp_points(x, 20, np.random.default_rng(0), block=6, device="cpu", nearest=True)
+    assert picks.tolist() == geometry.kmeanspp_points(x, 20, np.random.default_rng(0), block=6, device="cpu").tolist()
+    d = ((x[:, None, :] - x[picks][None, :, :]) ** 2).sum(2)
+    assert owner.numpy().tolist() == d.argmin(1).tolist()
+    assert np.allclose(sqd.numpy(), d.min(1), atol=1e-4)
+
+
 # -- strategies ------------------------------------------------------------------------------
 
 def test_coreset_first_pick_is_farthest_from_the_labeled_set():
