@@ -266,6 +266,7 @@ class FusionMLP(Model):
             out["subset_probs"] = {tuple(names[i] for i in s): np.empty((n, self.n_classes_), np.float32) for s in subsets}
         net = self.net_
         mc_seed = int(params.get("mc_seed", getattr(self, "seed_", 0))) + 7919
+        mc_rng = np.random.default_rng(mc_seed)  # dropout masks on the CPU (torch's generator on CUDA)
         with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(mc_seed)
             for start in range(0, n, self.eval_batch_size):
@@ -295,8 +296,7 @@ class FusionMLP(Model):
                     out["subset_probs"][tuple(names[i] for i in s)][sl] = net.probs(logits).cpu().numpy()
                 if T:
                     net.enable_dropout()
-                    for t in range(T):
-                        _, logits, _ = net.fuse(net.encode(xs), mask)
-                        out["mc_probs"][t, sl] = net.probs(logits).cpu().numpy()
+                    logits = net.mc_logits(xs, mask, T, rng=mc_rng)
+                    out["mc_probs"][:, sl] = torch.softmax(logits, dim=2).cpu().numpy()
                     net.eval()
         return out

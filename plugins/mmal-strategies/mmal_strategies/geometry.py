@@ -194,6 +194,8 @@ def kcenter_greedy(
     rng: np.random.Generator,
     *,
     min_sqdist: Any = None,
+    groups: Any = None,
+    quotas: dict[int, int] | None = None,
 ) -> np.ndarray:
     """Greedy k-center selection (Sener & Savarese, 2018): ``budget`` pool positions.
 
@@ -203,6 +205,11 @@ def kcenter_greedy(
     center so far (first maximum on ties) and updates the one (n,) min-distance vector with
     that point's distances: O(budget * cost(sqdist_from)) time, O(n) extra memory. When no
     distance is finite yet (no labeled set), the first pick is drawn uniformly from ``rng``.
+
+    groups, quotas: optional (n,) group of every point and the number of picks each group
+    may take (summing to ``budget``, none above its group's size). Then each step picks the
+    farthest point among the groups with quota left: k-center greedy under a quota per
+    group; every pick still counts as a center for all points.
     Returns (budget,) int64 positions in pick order.
     """
     import torch
@@ -211,17 +218,38 @@ def kcenter_greedy(
     picks = np.empty(budget, dtype=np.int64)
     if budget == 0:
         return picks
+    left = None
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        left = {int(g): int(q) for g, q in (quotas or {}).items()}
+        sizes = dict(zip(*np.unique(groups, return_counts=True)))
+        if len(groups) != n or sum(left.values()) != budget or any(q > sizes.get(g, 0) or q < 0 for g, q in left.items()):
+            raise ValueError("quotas: expected one count per group, within the group's size, summing to the budget")
+        for g in sizes:
+            left.setdefault(int(g), 0)  # a group without a quota takes no pick
+        group_t = torch.as_tensor(groups)
     best = None
     if min_sqdist is not None:
         best = torch.as_tensor(min_sqdist).to(torch.float32).clone()
         if not torch.isfinite(best).any():
             best = None
+
+    def close_full_groups():  # points of groups without quota left can no longer be picked
+        for g in [g for g, q in left.items() if q == 0]:
+            best[(group_t == g).to(best.device)] = -math.inf
+            del left[g]
+
     for k in range(budget):
         if best is None:
-            i = int(rng.integers(n))
+            free = np.arange(n) if left is None else np.flatnonzero(np.isin(groups, [g for g, q in left.items() if q > 0]))
+            i = int(free[rng.integers(len(free))])
         else:
+            if left is not None:
+                close_full_groups()
             i = int(torch.argmax(best))
         picks[k] = i
+        if left is not None:
+            left[int(groups[i])] -= 1
         d = torch.as_tensor(sqdist_from(i))
         if best is None:
             best = d.to(torch.float32).clone()

@@ -14,6 +14,7 @@ from mmal_strategies.multimodal import (
     MissingAwareCoreset,
     ModalityDisagreement,
     ModalityUncertainty,
+    SharedModalityDistances,
     StratifiedUncertainty,
     WeakModality,
     bmmal_scales,
@@ -35,6 +36,7 @@ torch.set_num_threads(1)
         (WeakModality, {}),
         (WeakModality, {"metric": "modality_accuracy", "measure": "margin"}),
         (MissingAwareCoreset, {}),
+        (MissingAwareCoreset, {"balance": "none"}),
         (StratifiedUncertainty, {}),
         (StratifiedUncertainty, {"measure": "entropy", "weight": 0.0}),
     ],
@@ -53,6 +55,7 @@ def test_conformance(cls, params):
         (ModalityDisagreement, {"include_fused": "yes"}, "parameter 'include_fused'"),
         (WeakModality, {"metric": "speed"}, "parameter 'metric'"),
         (StratifiedUncertainty, {"weight": -1}, "parameter 'weight'"),
+        (MissingAwareCoreset, {"balance": "equal"}, "parameter 'balance': expected one of pool, none"),
         (BMMAL, {"k": 3}, r"strategy 'bmmal': unknown parameter 'k'; accepted: block"),
     ],
 )
@@ -149,7 +152,56 @@ def test_missing_aware_coreset_sample_sharing_nothing_with_labeled_set_comes_fir
     )
     # row 1 has only m1: no labeled sample to compare with -> uncovered, picked first,
     # although its embedding is the closest to the origin
-    assert MissingAwareCoreset().select(view, 2, np.random.default_rng(0)).tolist() == [1, 0]
+    assert MissingAwareCoreset(balance="none").select(view, 2, np.random.default_rng(0)).tolist() == [1, 0]
+
+
+def _half_incomplete_pool(n=40, seed=0):
+    """Complete samples spread widely in both modalities, incomplete ones (m1 missing) tight in m0."""
+    rng = np.random.default_rng(seed)
+    z0 = np.concatenate([rng.normal(scale=5.0, size=(n // 2, 3)), rng.normal(scale=0.3, size=(n // 2, 3))])
+    z1 = np.concatenate([rng.normal(scale=5.0, size=(n // 2, 3)), np.zeros((n // 2, 3))])
+    mask = np.ones((n, 2), dtype=bool)
+    mask[n // 2 :, 1] = False
+    return PoolView(
+        modality_embeddings={"m0": z0, "m1": z1},
+        labeled_modality_embeddings={"m0": np.zeros((1, 3)), "m1": np.zeros((1, 3))},
+        mask=mask,
+        labeled_mask=np.ones((1, 2), dtype=bool),
+    )
+
+
+def test_missing_aware_coreset_picks_incomplete_samples_at_their_share_of_the_pool():
+    view = _half_incomplete_pool()
+    incomplete = ~np.asarray(view.mask)[:, 1]
+    plain = MissingAwareCoreset(balance="none").select(view, 10, np.random.default_rng(0))
+    balanced = MissingAwareCoreset().select(view, 10, np.random.default_rng(0))
+    # shared-modality distances alone: the tight incomplete samples are covered early and
+    # under-picked; with the pattern quotas, exactly half the picks are incomplete
+    assert incomplete[plain].sum() <= 2
+    assert incomplete[balanced].sum() == 5 and len(set(balanced.tolist())) == 10
+    # within the quotas it is still k-center: the first pick is the farthest sample overall
+    assert balanced[0] == plain[0]
+    # and each incomplete pick is the farthest incomplete sample left at its turn
+    dist = SharedModalityDistances(view.modality_embeddings, np.asarray(view.mask), view.modalities)
+    best = dist.to_set(view.labeled_modality_embeddings, np.asarray(view.labeled_mask), view.modalities)
+    best = np.array(best, dtype=np.float64)
+    for i in balanced:
+        if incomplete[i]:
+            free = np.flatnonzero(incomplete & (best >= 0))
+            assert best[i] == best[free].max()
+        best = np.minimum(best, np.asarray(dist(int(i)), dtype=np.float64))
+        best[i] = -1.0
+
+
+def test_kcenter_quotas_are_checked():
+    from mmal_strategies import geometry
+
+    dist = geometry.EuclideanDistances(np.arange(6, dtype=np.float32)[:, None], device="cpu")
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    picks = geometry.kcenter_greedy(6, 3, dist, np.random.default_rng(0), groups=groups, quotas={0: 3})
+    assert sorted(picks.tolist()) == [0, 1, 2]  # group 1 has no quota: never picked
+    with pytest.raises(ValueError, match="quotas"):
+        geometry.kcenter_greedy(6, 3, dist, np.random.default_rng(0), groups=groups, quotas={0: 4})
 
 
 # -- bmmal -------------------------------------------------------------------------------------------
