@@ -224,7 +224,7 @@ class TypiClust(Strategy):
         labeled = np.asarray(view.labeled_embeddings, dtype=np.float32).reshape(-1, pool.shape[1])
         x = geometry.as_float_tensor(np.concatenate([pool, labeled]) if len(labeled) else pool, device)
         k = min(len(labeled) + budget, self.max_clusters, x.shape[0])
-        chunk = geometry.block_bytes(pool.nbytes) // 2  # the joint copy above takes the other half
+        chunk = geometry.block_bytes(pool.nbytes) // 4  # the joint copy above takes most of the budget
         _, labels, _ = geometry.kmeans(x, k, rng, max_iter=self.max_iter, chunk_bytes=chunk)
         is_labeled = torch.zeros(x.shape[0], dtype=torch.bool, device=device)
         is_labeled[len(pool):] = True

@@ -647,7 +647,7 @@ def kmeans(
     labels = near.labels.clone()
     # Cluster sums in float64, updated with the points that changed cluster only.
     sums = torch.zeros((k, x.shape[1]), dtype=torch.float64, device=x.device)
-    rows = _rows_per_block(2 * x.shape[1], chunk_bytes)  # a float64 copy of a row block
+    rows = _rows_per_block(3 * x.shape[1], chunk_bytes)  # a row block copied, then in float64
     for start in range(0, n, rows):
         sums.index_add_(0, labels[start : start + rows], x[start : start + rows].double())
     counts = torch.bincount(labels, minlength=k)
@@ -656,7 +656,11 @@ def kmeans(
         # Update step, only for the clusters whose membership changed: the others keep
         # their center bit for bit, so every distance to them stays valid.
         new_centers = centers.clone()
-        new_centers[moved] = (sums[moved] / counts[moved].clamp(min=1)[:, None]).to(x.dtype)
+        step = max(1, rows // 4)  # clusters per block of the float64 means
+        which = torch.nonzero(moved).flatten()
+        for start in range(0, which.numel(), step):
+            j = which[start : start + step]
+            new_centers[j] = (sums[j] / counts[j].clamp(min=1)[:, None]).to(x.dtype)
         empty = counts == 0
         if bool(empty.any()):
             # Re-seed empty clusters at the points worst served by their centers.
@@ -664,7 +668,10 @@ def kmeans(
             new_centers[empty] = x[far]
             moved |= empty
         moved &= (new_centers != centers).any(dim=1)  # e.g. a singleton keeps its center
-        shift = float(((new_centers[moved] - centers[moved]) ** 2).sum(dim=1).max()) if bool(moved.any()) else 0.0
+        which, shift = torch.nonzero(moved).flatten(), 0.0
+        for start in range(0, which.numel(), step):
+            j = which[start : start + step]
+            shift = max(shift, float(sqnorms(new_centers[j] - centers[j]).max()))
         centers = new_centers
         # Assignment step.
         new_labels = near.update(centers, torch.nonzero(moved).flatten()).clone()
@@ -737,7 +744,7 @@ class NearestCenters:
 
         n = self.x.shape[0] if rows is None else rows.numel()
         take = min(self.m + 1, self.k)
-        step = _rows_per_block(self.k, self.chunk_bytes)
+        step = _rows_per_block(3 * self.k, self.chunk_bytes)  # the block, and topk's int64 scratch
         for start in range(0, n, step):
             part = slice(start, min(start + step, n)) if rows is None else rows[start : start + step]
             d = torch.addmm(cn[None, :], self.x[part], centers.T, alpha=-2.0)
@@ -771,7 +778,7 @@ class NearestCenters:
         slot = torch.full((self.k,), mm, dtype=torch.int64, device=dev)
         slot[moved] = torch.arange(mm, device=dev)
         failed = []
-        step = _rows_per_block(mm + 1 + 2 * self.m, self.chunk_bytes)
+        step = _rows_per_block(2 * (mm + 1) + 4 * self.m, self.chunk_bytes)  # the block and its reductions
         for start in range(0, n, step):
             sl = slice(start, min(start + step, n))
             d = torch.addmm(bias[None, :], self.x[sl], cm.T, alpha=-2.0)  # (r, mm + 1)
