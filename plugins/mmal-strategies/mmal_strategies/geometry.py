@@ -540,12 +540,12 @@ def kmeanspp_blocked(
 
     _check_budget(n, k)
     picks = np.empty(k, dtype=np.int64)
-    if k == 0:
-        return picks
     device = block_sqdist.device
-    chosen = np.zeros(n, dtype=bool)
     best = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
     owner = torch.zeros(n, dtype=torch.int64, device=device) if nearest else None
+    if k == 0:
+        return (picks, owner, best) if nearest else picks
+    chosen = np.zeros(n, dtype=bool)
     first_pick = 0  # pick order of pending[0]
     pending: list[int] = [int(rng.integers(n)) if first is None else int(first)]
     if not 0 <= pending[0] < n:
