@@ -24,10 +24,10 @@ def mutual_information(mc_probs: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> 
     mc_probs: (T, n, C). One pass of float32 arithmetic over blocks of samples (at most
     ``chunk_bytes`` of temporaries): log2 p (0 log 0 taken as 0), times p, summed over
     passes and classes, plus the entropy of the mean, which is only (n, C); the result is
-    converted from bits to nats. Rounding leaves
-    an error of about 1e-6 nats, so the score is clamped at 0 and, where it comes out below
-    1e-4, checked exactly: a sample whose T passes are identical (dropout off) scores
-    exactly 0, as the mutual information is 0 precisely then.
+    converted from bits to nats. Rounding leaves an error of about 1e-6 nats, so the score
+    is clamped at 0 and, where it comes out below 1e-4, checked exactly: a sample whose T
+    passes are identical (dropout off) scores exactly 0, as the mutual information is 0
+    precisely then.
     """
     import torch
 

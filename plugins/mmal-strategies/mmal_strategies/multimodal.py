@@ -53,6 +53,11 @@ def _present(view: PoolView) -> np.ndarray:
     return mask
 
 
+def _check_budget(view: PoolView, budget: int) -> None:
+    if not 0 <= budget <= len(view):
+        raise MmalError(f"budget: expected between 0 and {len(view)} (the unlabeled pool), got {budget}")
+
+
 def _patterns(mask: np.ndarray) -> np.ndarray:
     """(n,) missingness pattern of every sample: the bit set of its present modalities."""
     return mask.astype(np.int64) @ (1 << np.arange(mask.shape[1], dtype=np.int64))
@@ -366,8 +371,7 @@ class MissingAwareCoreset(Strategy):
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         mask = _present(view)
-        if not 0 <= budget <= len(view):
-            raise MmalError(f"budget: expected between 0 and {len(view)} (the unlabeled pool), got {budget}")
+        _check_budget(view, budget)
         dist = SharedModalityDistances(view.modality_embeddings, mask, view.modalities)
         labeled_mask = np.asarray(view.labeled_mask, dtype=bool)
         start = dist.to_set(view.labeled_modality_embeddings, labeled_mask, view.modalities)
@@ -455,9 +459,7 @@ class StratifiedUncertainty(ScoreStrategy):
         return uncertainty(view.probs, self.measure) + self.weight * heads
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        n = len(view)
-        if not 0 <= budget <= n:
-            raise MmalError(f"budget: expected between 0 and {n} (the unlabeled pool), got {budget}")
+        _check_budget(view, budget)
         scores = self.score(view)
         patterns = _patterns(_present(view))
         picks = []
