@@ -273,6 +273,12 @@ class Store:
                 r.pop("model_state", None)
             yield run
 
+    def iter_finished_runs(self, experiment_id: int | None = None) -> Iterator[dict[str, Any]]:
+        """The finished runs that recorded at least one round, each with its rounds."""
+        for run in self.iter_runs_with_rounds(experiment_id):
+            if run["status"] == "finished" and run["rounds"]:
+                yield run
+
     def resolve_experiment(self, selector: str | None) -> int:
         """Experiment id from a name or id; the newest one when ``selector`` is None."""
         exps = self.experiments()

@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -34,25 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "benchmarks" / "out" / "server-load"
-
-BUILD = """
-import json, sys, torch
-torch.set_num_threads(1)
-from mmal_core.benchmarks import get_benchmark, run_benchmark
-from mmal_core.config import PluginSpec
-from mmal_core.store import Store
-from mmal_core.submission import build_submission
-db, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
-bench = get_benchmark(name)
-for strategy in ("margin", "random"):
-    spec = PluginSpec(name=strategy)
-    run_benchmark(bench, spec, db)
-    with Store(db, readonly=True) as store:
-        doc = build_submission(store, bench.experiment_name(spec))
-    with open(f"{out}/doc-{name}-{strategy}.json", "w") as fh:
-        json.dump(doc, fh)
-"""
-
 
 def post(url: str, doc: dict, token: str, timeout: float = 120) -> tuple[int, dict, float]:
     data = json.dumps(doc).encode()
@@ -98,18 +78,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from mmal_core.server.storage import ServerStore
-    from mmal_core.server.testing import ServerProcess
+    from mmal_core.server.testing import ServerProcess, build_submission_docs
 
     OUT.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    docs = {}
-    for strategy in ("margin", "random"):
-        path = OUT / f"doc-{args.benchmark}-{strategy}.json"
-        if not path.exists():
-            print(f"running {args.benchmark} for margin and random (once) ...", flush=True)
-            subprocess.run([sys.executable, "-c", BUILD, str(OUT / "results.db"), str(OUT), args.benchmark],
-                           env=env, check=True)
-        docs[strategy] = json.loads(path.read_text())
+    folder = OUT / args.benchmark
+    folder.mkdir(exist_ok=True)
+    if all((folder / f"doc-{s}.json").exists() for s in ("margin", "random")):
+        docs = {s: json.loads((folder / f"doc-{s}.json").read_text()) for s in ("margin", "random")}
+    else:
+        print(f"running {args.benchmark} for margin and random (once) ...", flush=True)
+        docs = build_submission_docs(folder / "results.db", folder, args.benchmark, ("margin", "random"),
+                                     env={"OMP_NUM_THREADS": "1"}, capture=False)
 
     db_file = OUT / f"server-{int(time.time())}.db"
     url = f"sqlite:///{db_file}"

@@ -45,9 +45,7 @@ def load(db: str, experiment: str | None):
         eid = store.resolve_experiment(experiment)
         name = store.experiment_row(eid)["name"]
         runs: dict = defaultdict(lambda: defaultdict(dict))
-        for run in store.iter_runs_with_rounds(eid):
-            if run["status"] != "finished" or not run["rounds"]:
-                continue
+        for run in store.iter_finished_runs(eid):
             rounds = run["rounds"]
             n = [r["n_labeled"] for r in rounds]
             acc = [r["metrics"]["accuracy"] for r in rounds]

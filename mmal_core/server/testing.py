@@ -148,6 +148,16 @@ def plugin_env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(site) + (os.pathsep + path if path else ""), "OMP_NUM_THREADS": "1"}
 
 
+def build_submission_docs(db: Path, out: Path, benchmark: str, strategies, env: dict[str, str] | None = None,
+                          capture: bool = True) -> dict[str, Any]:
+    """Run ``benchmark`` for each strategy into ``db`` (a fresh process, one thread) and write
+    the submission document of each to ``out/doc-<strategy>.json``; returns them by strategy."""
+    out = Path(out)
+    subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(db), str(out), benchmark, *strategies],
+                   env={**os.environ, **(env or {})}, check=True, capture_output=capture, timeout=600)
+    return {name: json.loads((out / f"doc-{name}.json").read_text()) for name in strategies}
+
+
 def tiny_results(folder: Path, strategies: tuple[str, ...] = ("margin", "random")) -> dict[str, Any]:
     """Run the tiny benchmark for ``strategies`` into ``folder`` (once; later calls reuse it).
 
@@ -158,8 +168,7 @@ def tiny_results(folder: Path, strategies: tuple[str, ...] = ("margin", "random"
     if not done.exists():
         folder.mkdir(parents=True, exist_ok=True)
         write_benchmark_plugin(site)
-        subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(db), str(folder), TINY_BENCHMARK["name"], *strategies],
-                       env={**os.environ, **plugin_env(site)}, check=True, capture_output=True, timeout=600)
+        build_submission_docs(db, folder, TINY_BENCHMARK["name"], strategies, env=plugin_env(site))
         done.touch()
     docs = {name: json.loads((folder / f"doc-{name}.json").read_text()) for name in strategies}
     return {"site": site, "db": db, "docs": docs}
