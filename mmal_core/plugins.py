@@ -105,13 +105,22 @@ class PluginManager:
                 continue
             if ep.name in skip or dist in skip:
                 continue
+            taken = self.plugins.get(ep.name)
+            if taken is not None and taken.ok:  # two distributions use one entry-point name
+                key = f"{ep.name} ({dist})"
+                error = f"entry point '{ep.name}' is already taken by distribution {taken.dist}; not loaded"
+                self.plugins[key] = PluginInfo(key, dist, version, ep.value, error=error)
+                continue
             try:
                 module = ep.load()
             except Exception as err:  # a broken plugin must not break other commands
                 last = traceback.format_exception_only(type(err), err)[-1].strip()
                 self.plugins[ep.name] = PluginInfo(ep.name, dist, version, ep.value, error=last)
                 continue
-            self.register(module, name=ep.name, dist=dist, version=version)
+            try:
+                self.register(module, name=ep.name, dist=dist, version=version)
+            except MmalError as err:
+                self.plugins[ep.name] = PluginInfo(ep.name, dist, version, ep.value, error=str(err))
         if not any(info.module == "mmal_core.builtin" for info in self.plugins.values()):
             # Running from a source tree without the package's metadata: still offer builtins.
             from . import builtin, __version__
@@ -122,7 +131,10 @@ class PluginManager:
         """Register a plugin object directly (tests, notebooks, in-process extensions)."""
         if name in self.plugins and self.plugins[name].ok:
             raise MmalError(f"plugin '{name}' is registered twice (distributions {self.plugins[name].dist} and {dist})")
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as err:  # pluggy: the same module already registered under another name
+            raise MmalError(f"plugin '{name}' ({dist}) cannot be registered: {err}".splitlines()[0]) from None
         hooks = [h.name for h in self.pm.get_hookcallers(plugin) or []]
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.plugins[name] = PluginInfo(name, dist, version, module, sorted(hooks))

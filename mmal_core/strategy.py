@@ -96,4 +96,20 @@ class ScoreStrategy(Strategy):
         raise NotImplementedError
 
     def select(self, view: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return top_k(self.score(view), budget, rng)
+        return top_k(self._checked_scores(view), budget, rng)
+
+    def _checked_scores(self, view: PoolView) -> np.ndarray:
+        """``score(view)`` as a float array, or a one-line error saying what came back."""
+        raw = self.score(view)
+        n = len(view)
+        try:
+            scores = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            scores = None
+        if scores is None or raw is None or scores.shape != (n,):
+            got = "None" if raw is None else (f"shape {scores.shape}" if scores is not None else type(raw).__name__)
+            raise MmalError(
+                f"strategy {self.name or type(self).__name__}: score() must return {n} numbers "
+                f"(one per unlabeled sample), got {got}"
+            )
+        return scores

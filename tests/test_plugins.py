@@ -101,3 +101,24 @@ def test_clash_between_installed_distributions_is_one_line_error(cli, fixture_pl
     assert len(line.splitlines()) == 1
     assert "mmal-strategies" in line and "mmal-test-fixtures" in line and "'margin'" in line
     assert not (tmp_path / "x.db").exists()
+
+
+def test_entry_point_name_taken_by_two_distributions_only_skips_the_second(cli, tmp_path, monkeypatch):
+    # A second distribution declaring the entry point 'mmal-strategies' (already taken by
+    # the shipped plugin, which sorts first): it is listed with its error, never imported,
+    # and every command still works.
+    info = tmp_path / "mmal_clashing_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mmal-clashing-dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mmal]\nmmal-strategies = mmal_strategies.zz_never_imported\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pm = PluginManager()
+    pm.load()
+    clash = pm.plugins["mmal-strategies (mmal-clashing-dist)"]
+    assert clash.error == "entry point 'mmal-strategies' is already taken by distribution mmal-strategies; not loaded"
+    assert pm.plugins["mmal-strategies"].ok and "margin" in pm.entries("strategy")
+    env = {"PYTHONPATH": str(tmp_path)}
+    for args in (("list", "plugins"), ("list", "strategies")):
+        res = cli(*args, env_extra=env)
+        assert res.returncode == 0, res.stderr
+    assert "mmal-clashing-dist" in cli("list", "plugins", env_extra={**env, "COLUMNS": "300"}).stdout

@@ -1,5 +1,7 @@
 """PoolView and the strategy helpers."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,19 @@ def test_unknown_requirement_is_a_definition_error():
         class Bad(Strategy):
             name = "bad"
             requires = frozenset({"probabilities"})
+
+
+@pytest.mark.parametrize("bad, got", [(None, "got None"), (np.zeros(3), "got shape (3,)"),
+                                      (np.zeros((4, 2)), "got shape (4, 2)"), ("abc", "str")])
+def test_score_strategy_names_a_wrong_score(bad, got):
+    from mmal_core import ScoreStrategy
+
+    class Broken(ScoreStrategy):
+        name = "broken"
+
+        def score(self, view):
+            return bad
+
+    view = PoolView(probs=np.full((4, 2), 0.5))
+    with pytest.raises(MmalError, match=rf"strategy broken: score\(\) must return 4 numbers .*{re.escape(got)}"):
+        Broken().select(view, 2, np.random.default_rng(0))
