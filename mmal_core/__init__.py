@@ -36,6 +36,8 @@ def load_dataset(name: str, seed: int = 0, **params) -> MultimodalDataset:
         dataset = builder.load(int(seed))
     except MmalError as err:
         raise MmalError(f"dataset '{name}': {err}") from None
+    except MemoryError as err:  # sizes that cannot fit (n_train: 1e15): a bad parameter, not a bug
+        raise MmalError(f"dataset '{name}': the parameters ask for more memory than there is ({err})") from None
     if not isinstance(dataset, MultimodalDataset):
         raise MmalError(f"dataset '{name}': load() returned {type(dataset).__name__}, expected MultimodalDataset")
     return dataset.validate()

@@ -35,6 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
+#: Largest seed (results store seeds as SQLite 64-bit integers) and largest seed count.
+MAX_SEED = 2**63 - 1
+MAX_SEED_COUNT = 10_000
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,7 +110,11 @@ class BudgetSpec(_Strict):
 
     @property
     def total(self) -> int:
-        return self.initial + sum(self.schedule)
+        # Arithmetic, not sum(schedule): a huge ``rounds`` must fail the pool-size check, not
+        # build a list of that length first.
+        if self.sizes is not None:
+            return self.initial + sum(self.sizes)
+        return self.initial + int(self.per_round) * int(self.rounds)
 
 
 class MetricsSpec(_Strict):
@@ -119,6 +128,14 @@ class MetricsSpec(_Strict):
 
     utilization: Literal["auto"] | bool = "auto"
 
+    @field_validator("utilization", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value):
+        # One clear message instead of one error per member of the union.
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError("expected auto, true or false")
+
     def enabled(self, n_modalities: int) -> bool:
         from .utilization import MAX_SHAPLEY_MODALITIES
 
@@ -130,7 +147,7 @@ class MetricsSpec(_Strict):
 class ExperimentConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
-    dataset: list[PluginSpec]
+    dataset: list[PluginSpec] = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
     budget: BudgetSpec
     strategies: list[PluginSpec] = Field(min_length=1)
@@ -148,6 +165,8 @@ class ExperimentConfig(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError("a seed count must be at least 1")
+            if value > MAX_SEED_COUNT:
+                raise ValueError(f"a seed count must be at most {MAX_SEED_COUNT}")
             return list(range(value))
         return value
 
@@ -160,6 +179,8 @@ class ExperimentConfig(_Strict):
             raise ValueError("seeds must be unique")
         if any(s < 0 for s in value):
             raise ValueError("seeds must be non-negative")
+        if any(s > MAX_SEED for s in value):
+            raise ValueError(f"seeds must be at most {MAX_SEED} (they are stored as 64-bit integers)")
         return value
 
     @field_validator("strategies")

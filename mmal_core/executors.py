@@ -188,6 +188,8 @@ class Executor:
     the executor ships it); tests pass a wrapper that injects failures.
     """
 
+    #: The runs use this machine's devices (a GPU asked for must be seen here).
+    runs_here = True
     name = "executor"
 
     def __init__(self, retries: int = 1, worker: Callable[..., RunOutcome] = execute_task):
@@ -201,8 +203,8 @@ class Executor:
         """Execute every run of ``specs`` into ``store``; outcomes in the order of ``specs``."""
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """A few words for the CLI (``local, 2 workers``)."""
+    def describe(self, n_runs: int | None = None) -> str:
+        """A few words for the CLI (``local, 2 worker processes``) about a sweep of ``n_runs``."""
         return self.name
 
 
@@ -340,8 +342,8 @@ class LocalExecutor(_SlotScheduler):
         self.threads = max(1, cores // workers)
         self._context = _worker_context()
 
-    def describe(self) -> str:
-        if self.workers == 1:
+    def describe(self, n_runs: int | None = None) -> str:
+        if min(self.workers, n_runs if n_runs is not None else self.workers) <= 1:  # as run() decides
             return "local, 1 worker (this process)"
         return f"local, {self.workers} worker processes"
 
@@ -480,6 +482,8 @@ class RayExecutor(_SlotScheduler):
     The database path must be reachable by every node (one machine, or a shared file system).
     """
 
+    runs_here = False  # the tasks run on the cluster's machines
+
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 1,
@@ -495,7 +499,7 @@ class RayExecutor(_SlotScheduler):
         self._remote = None
         self._datasets: dict[tuple[str, int], Any] = {}
 
-    def describe(self) -> str:
+    def describe(self, n_runs: int | None = None) -> str:
         where = self.address or "a local Ray instance on 127.0.0.1"
         return f"ray, {where}"
 

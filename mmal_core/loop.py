@@ -24,7 +24,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -149,8 +149,11 @@ def build_model(spec: ModelSpec):
     return construct(cls, spec.params, f"model '{spec.name}'")
 
 
-def validate_experiment(config: ExperimentConfig, source: str = "config") -> None:
+def validate_experiment(config: ExperimentConfig, source: str = "config", devices_here: bool = True) -> None:
     """Check every name, parameter and budget before anything is written.
+
+    devices_here: the runs execute on this machine, so a ``device: cuda`` parameter (model
+    or strategy) needs a GPU that torch sees here (False for a Ray cluster).
 
     Raises :class:`MmalError` naming ``source`` and the key at fault.
     """
@@ -159,12 +162,16 @@ def validate_experiment(config: ExperimentConfig, source: str = "config") -> Non
         model = build_model(config.model)
     except MmalError as err:
         raise MmalError(f"{source}: model: {err}") from None
+    if devices_here:
+        _check_device(model, f"{source}: model: model '{config.model.name}'")
     provided = model.provided()
     for i, spec in enumerate(config.strategies):
         try:
             strategy = build_strategy(spec)
         except MmalError as err:
             raise MmalError(f"{source}: strategies[{i}]: {err}") from None
+        if devices_here:
+            _check_device(strategy, f"{source}: strategies[{i}]: strategy '{spec.name}'")
         # labeled_* fields are the same model outputs computed on the labeled rows
         missing = {r for r in strategy.requires if r.removeprefix("labeled_") not in provided}
         if missing:
@@ -182,6 +189,19 @@ def validate_experiment(config: ExperimentConfig, source: str = "config") -> Non
         check_budget(config.budget, dataset, f"{source}: budget")
         if config.metrics.utilization is True:
             check_modality_count(len(dataset.modalities), f"{source}: metrics.utilization: dataset[{i}]")
+
+
+def _check_device(obj: Any, where: str) -> None:
+    """A model or strategy with the ``device: auto|cpu|cuda`` parameter asking for a GPU that
+    is not there fails every run the same way: say so before anything is written."""
+    if getattr(obj, "device", None) != "cuda":
+        return
+    try:
+        import torch
+    except ImportError:
+        return  # reported by the model when it trains
+    if not torch.cuda.is_available():
+        raise MmalError(f"{where}: parameter 'device': cuda was asked for but torch sees no GPU; use auto or cpu")
 
 
 def check_budget(budget: BudgetSpec, dataset: MultimodalDataset, where: str) -> None:
@@ -405,7 +425,7 @@ def run_experiment(
     executor: an :class:`mmal_core.executors.Executor` that spreads the runs over processes
     or a Ray cluster; None runs them one after the other in this process.
     """
-    validate_experiment(config, source)
+    validate_experiment(config, source, devices_here=getattr(executor, "runs_here", True))
     env = environment()
     with Store(db_path) as store:
         experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)

@@ -93,6 +93,15 @@ def check_writable(path: str | Path) -> Path:
         raise MmalError(f"--db {path}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise MmalError(f"--db {path}: cannot create the database, the folder {parent} is not writable")
+    # os.access says yes to root everywhere (/proc, read-only mounts): create the file for
+    # real, and remove it again, so that the failure is this line and not an SQL error later.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return path  # created by someone else in the meantime: sqlite opens it
+    except OSError as err:
+        raise MmalError(f"--db {path}: cannot create the database ({err.strerror or err})") from None
+    os.unlink(path)
     return path
 
 
@@ -108,7 +117,10 @@ class Store:
             self.conn = sqlite3.connect(uri, uri=True, timeout=60)
         else:
             check_writable(self.path)
-            self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            try:
+                self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            except sqlite3.Error as err:
+                raise MmalError(f"--db {self.path}: cannot open the database ({err})") from None
             self.conn.execute("PRAGMA busy_timeout = 60000")
         try:
             self._init(readonly)
@@ -118,12 +130,21 @@ class Store:
 
     def _init(self, readonly: bool) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if readonly and "runs" not in tables:
+            raise MmalError(f"--db {self.path}: not an mmal results database (no runs table)")
+        if tables:
+            # Check an existing file completely before writing anything to it (not even the
+            # WAL flag), and before reading it: a foreign database, even one with a "meta" or
+            # "runs" table, stays as it was and gets a one-line error, not an SQL error.
+            if not {"meta", "experiments", "runs", "rounds"} <= tables:
+                raise MmalError(f"--db {self.path}: not an mmal results database (an SQLite database of something else)")
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or not str(row[0]).isdigit():
+                raise MmalError(f"--db {self.path}: not an mmal results database (no mmal schema version)")
+            if int(row[0]) != SCHEMA_VERSION:
+                raise MmalError(f"--db {self.path}: schema version {row[0]}, this mmal reads version {SCHEMA_VERSION}")
         if readonly:
-            if "runs" not in tables:
-                raise MmalError(f"--db {self.path}: not an mmal results database (no runs table)")
             return
-        if tables and "meta" not in tables:
-            raise MmalError(f"--db {self.path}: the file is an SQLite database of something else")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         with self.transaction():
@@ -133,9 +154,6 @@ class Store:
             self.conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-        version = int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise MmalError(f"--db {self.path}: schema version {version}, this mmal reads version {SCHEMA_VERSION}")
 
     def transaction(self):
         store = self

@@ -36,13 +36,39 @@ def run_cli(*args: str, env_extra: dict | None = None, cwd: Path | None = None, 
     )
 
 
-def cli_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``mmal ARGS`` in this process: (exit code, stdout, stderr on one line)."""
+def cli_in_process(capsys, *args: str, raw: bool = False) -> tuple[int, str, str]:
+    """Run ``mmal ARGS`` in this process: (exit code, stdout, stderr).
+
+    stderr is joined into one line (rich wraps long messages) unless ``raw`` is set, which
+    keeps it as printed, to check that an error is one line.
+    """
     import pytest
 
     from mmal_core.cli import main
 
+    capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main(list(args))
     out = capsys.readouterr()
-    return info.value.code, out.out, " ".join(out.err.split())
+    return info.value.code, out.out, out.err if raw else " ".join(out.err.split())
+
+
+def one_line_error(result: tuple[int, str, str], *needles: str) -> str:
+    """Assert that a CLI result is exit 2 with one ``error:`` line holding every needle.
+
+    Progress lines of encoders ("encoding ...") may precede the error. Returns the line.
+    """
+    code, out, err = result
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("encoding ")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def digest(path) -> str | None:
+    """SHA-256 of a file's bytes (None when it does not exist): to show nothing was written."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from _support import run_cli
+from _support import cli_in_process, run_cli
 from mmal_core import MmalError
 from mmal_core.benchmarks import Benchmark, all_benchmarks, benchmark_by_hash, canonical_suite, get_benchmark
 from mmal_core.config import BudgetSpec, PluginSpec
@@ -98,16 +98,6 @@ def test_bench_list_marks_benchmarks_whose_dataset_is_missing():
         assert ("yes" in lines[name]) == (name in available)
         if name not in available:
             assert "no: dataset" in lines[name]
-
-
-def cli_in_process(capsys, *args: str):
-    """Run the mmal CLI in this process; returns (exit status, stdout, stderr)."""
-    from mmal_core.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, " ".join(out.err.split())
 
 
 def test_bench_run_refuses_bad_input_without_writing(tmp_path, capsys):

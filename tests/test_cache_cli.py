@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from _support import tiny_config
+from _support import one_line_error, tiny_config
 from mmal_core.cli import main
 
 
@@ -23,15 +23,6 @@ def mmal(capsys, monkeypatch):
         return exit_.value.code, out, err
 
     return _run
-
-
-def one_line_error(result, *needles: str) -> None:
-    code, out, err = result
-    assert code == 2, out + err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("encoding ")]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_build_list_verify_rm(tmp_path, mmal):

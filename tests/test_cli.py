@@ -1,16 +1,11 @@
 """The CLI end to end: run/show/export/list, and every bad input -> one line, exit 2, DB untouched."""
 
-import hashlib
 import json
 import os
 
 import pytest
 
-from _support import tiny_config
-
-
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+from _support import digest, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +59,6 @@ def test_show_and_export(cli, results_db, tmp_path):
 
 
 def test_resume_message_and_no_rework(cli, results_db, tmp_path, write_config):
-    before = _digest(results_db)
     again = cli("run", str(write_config(tiny_config())), "--db", str(results_db))
     assert again.returncode == 0
     import sqlite3
@@ -90,14 +84,14 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("cfg, expected", BAD_CONFIGS)
 def test_bad_config_one_line_exit_2_db_untouched(cli, results_db, write_config, cfg, expected):
     path = write_config(cfg)
-    before = _digest(results_db)
+    before = digest(results_db)
     res = cli("run", str(path), "--db", str(results_db))
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert expected in err
     assert str(path) in err or "config" in err
-    assert _digest(results_db) == before
+    assert digest(results_db) == before
 
 
 @pytest.mark.parametrize(
@@ -140,10 +134,10 @@ def test_unwritable_database_path(cli, write_config, tmp_path):
 def test_not_a_results_database(cli, tmp_path, write_config):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
-    before = _digest(junk)
+    before = digest(junk)
     res = cli("run", str(write_config(tiny_config())), "--db", str(junk))
     assert res.returncode == 2 and "not an mmal results database" in res.stderr
-    assert _digest(junk) == before
+    assert digest(junk) == before
     res = cli("show", "--db", str(tmp_path / "none.db"))
     assert res.returncode == 2 and "no results database" in res.stderr
 

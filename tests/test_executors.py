@@ -221,6 +221,9 @@ def test_make_executor_builds_what_the_options_say():
     assert isinstance(local, LocalExecutor) and (local.workers, local.retries) == (3, 2)
     ray = make_executor("ray", address="127.0.0.1:6379", workers=2, gpu_fraction=0.5)
     assert isinstance(ray, RayExecutor) and (ray.address, ray.workers, ray.gpu_fraction) == ("127.0.0.1:6379", 2, 0.5)
+    # the header says what run() will do: one run never starts worker processes
+    assert local.describe(5) == "local, 3 worker processes"
+    assert local.describe(1) == "local, 1 worker (this process)"
 
 
 def test_cli_runs_with_two_workers(tmp_path, write_config):

@@ -9,7 +9,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from mmal_core.cli.results import export_document
 from mmal_core.config import parse_config

@@ -12,6 +12,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import MmalError
@@ -46,12 +47,28 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _print_error(message: str) -> None:
+    # The message is plain text: no rich markup ("[b]" in a key) and no emoji codes (":abc:").
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and turns errors into one line + exit 2."""
     try:
         result = app(args=argv, standalone_mode=False, prog_name="mmal")
     except MmalError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _print_error(str(err))
+        sys.exit(err.exit_code)
+    except click.UsageError as err:
+        if isinstance(err, _NO_ARGS_IS_HELP):  # `mmal bench` alone: show the help
+            err.show()
+            sys.exit(err.exit_code)
+        # One line, like every other error (click's default is usage + hint + message).
+        where = err.ctx.command_path if err.ctx is not None else "mmal"
+        _print_error(str(MmalError(f"{where}: {err.format_message()} (see `{where} --help`)")))
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)

@@ -23,6 +23,8 @@ def _strategy_spec(name: str, params: Optional[str]):
             raise MmalError(f"--strategy-params: expected a JSON object, got {params!r} ({err})") from None
         if not isinstance(values, dict):
             raise MmalError(f"--strategy-params: expected a JSON object, got {params!r}")
+    if not name:  # PluginSpec would raise a pydantic ValidationError (a traceback)
+        raise MmalError("--strategy: expected a strategy name (see `mmal list strategies`), got an empty string")
     return PluginSpec(name=name, params=values)
 
 
@@ -56,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from ..benchmarks import get_benchmark, run_benchmark
         from ..store import check_writable
 
-        db = db or default_db()
+        db = default_db(db)
         bench = get_benchmark(name)
         spec = _strategy_spec(strategy, strategy_params)
         check_writable(db)

@@ -44,17 +44,26 @@ def _parse_pairs(values: list[str], option: str) -> dict[str, object]:
     return out
 
 
-def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
-    from ..cache import SUFFIX, list_caches
+def _folder(cache_dir: Optional[str]) -> Path:
+    """The cache folder; a path that exists but is not a folder is an error (not "no caches")."""
     from ..cache import cache_dir as default_dir
 
     folder = default_dir(cache_dir)
+    if folder.exists() and not folder.is_dir():
+        raise MmalError(f"cache folder {folder}: is a file, expected a folder (--cache-dir or $MMAL_CACHE_DIR)")
+    return folder
+
+
+def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
+    from ..cache import SUFFIX, list_caches
+
+    folder = _folder(cache_dir)
     if not targets:
         return [info.path for info in list_caches(folder)]
     paths: list[Path] = []
     for target in targets:
         p = Path(target)
-        if p.suffix == SUFFIX or p.exists():
+        if p.suffix == SUFFIX:
             if not p.exists():
                 raise MmalError(f"cache {p}: no such file")
             paths.append(p)
@@ -63,6 +72,8 @@ def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
         matches = [info.path for info in list_caches(folder) if info.attrs.get("dataset") == target
                    or (not info.ok and info.path.name.startswith(f"{target}-"))]
         if not matches:
+            if p.exists():  # never treat (and `rm`) an arbitrary file as a cache
+                raise MmalError(f"cache {p}: not a cache file (cache files end in {SUFFIX}) and no dataset of that name has a cache in {folder}")
             raise MmalError(f"no cache of dataset '{target}' in {folder} (see `mmal cache list`)")
         paths.extend(matches)
     return paths
@@ -87,7 +98,10 @@ def build(
     params = _parse_pairs(param, "--param")
     encoders = _parse_pairs(encoder, "--encoder")
     if encoders:
-        params["encoders"] = {**(params.get("encoders") or {}), **encoders}
+        given = params.get("encoders") or {}
+        if not isinstance(given, dict):
+            raise MmalError(f"--param encoders={given!r}: expected a mapping of modality to encoder to combine with --encoder")
+        params["encoders"] = {**given, **encoders}
     if cache_dir:
         params["cache_dir"] = cache_dir
     builder = construct(cls, params, f"dataset '{dataset}'")
@@ -100,10 +114,9 @@ def build(
 @cache_app.command("list")
 def list_(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP)) -> None:
     """List the cache files of the cache folder, with their dataset, encoders and size."""
-    from ..cache import cache_dir as default_dir
     from ..cache import list_caches
 
-    folder = default_dir(cache_dir)
+    folder = _folder(cache_dir)
     console.print(f"cache folder: {folder}", highlight=False)
     infos = list_caches(folder)
     if not infos:

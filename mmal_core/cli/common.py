@@ -13,8 +13,18 @@ err_console = Console(stderr=True)
 DEFAULT_DB = "mmal-results.db"
 
 
-def default_db() -> str:
-    return os.environ.get("MMAL_DB", DEFAULT_DB)
+def default_db(db: str | None = None) -> str:
+    """The results database: ``--db`` when given, else ``$MMAL_DB``, else ./mmal-results.db.
+
+    An empty ``--db ""`` (an unset shell variable, typically) is an error, not the default.
+    """
+    if db is not None:
+        if not db.strip():
+            from ..errors import MmalError
+
+            raise MmalError("--db: expected a database file path, got an empty string")
+        return db
+    return os.environ.get("MMAL_DB") or DEFAULT_DB
 
 
 def fmt(value, digits: int = 3) -> str:

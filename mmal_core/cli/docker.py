@@ -82,7 +82,7 @@ def run(
     from ..store import check_writable
 
     load_config(config)  # the same one-line errors as `mmal run`, before any container starts
-    db_path = check_writable(db or default_db())
+    db_path = check_writable(default_db(db))
     spec = dt.ContainerRun(image, config, db_path, cache if cache is not None else cache_dir(), gpus, list(ctx.args))
     client = dt.docker_client()
     out, err = sys.stdout, sys.stderr

@@ -32,11 +32,11 @@ def register(app: typer.Typer) -> None:
         require("scipy", *(["matplotlib"] if fmt_ == "html" else []), what="mmal leaderboard")
         benches = all_benchmarks()
         selected = [get_benchmark(benchmark)] if benchmark else list(benches.values())
-        with Store(db or default_db(), readonly=True) as store:
+        with Store(default_db(db), readonly=True) as store:
             curves = curves_from_store(store, selected)
         if not curves:
             what = f"benchmark '{benchmark}'" if benchmark else "any benchmark"
-            raise MmalError(f"--db {db or default_db()}: no finished runs of {what}; run `mmal bench run NAME --strategy S` first")
+            raise MmalError(f"--db {default_db(db)}: no finished runs of {what}; run `mmal bench run NAME --strategy S` first")
         lb = build_leaderboard(curves, benches)
         if fmt_ == "table":
             render_table(lb, console)

@@ -58,16 +58,26 @@ def curve_table(experiment: str, experiment_id: int, metric: str, curves) -> Tab
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file + rename: never half-written."""
     path = Path(path)
+    if path.is_dir():
+        raise MmalError(f"--output {path}: is a directory, expected a file path")
+    if os.path.lexists(path) and not path.is_file():
+        # A device, FIFO or dangling link would be replaced by the rename: refuse instead.
+        raise MmalError(f"--output {path}: not a regular file; leave out --output to print to standard output")
     if not path.parent.is_dir():
         raise MmalError(f"--output {path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise MmalError(f"--output {path}: cannot write in the folder {path.parent} ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise MmalError(f"--output {path}: cannot write it ({err.strerror or err})") from None
         raise
 
 
@@ -122,7 +132,7 @@ def register(app: typer.Typer) -> None:
         metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric path, e.g. accuracy, macro_f1, modality_accuracy.m0, shapley_accuracy (one table per modality), query.difficulty, timings.train."),
     ) -> None:
         """Learning curves as a table: mean ± std of a metric over seeds at each labeled count."""
-        with Store(db or default_db(), readonly=True) as store:
+        with Store(default_db(db), readonly=True) as store:
             eid = store.resolve_experiment(experiment)
             exp = store.experiment_row(eid)
             curves, names = learning_curves(store, eid, metric)
@@ -147,7 +157,7 @@ def register(app: typer.Typer) -> None:
         """Every run with its rounds, metrics, timings and queried sample ids."""
         if fmt_ not in ("json", "csv"):
             raise MmalError(f"--format {fmt_}: expected json or csv{did_you_mean(fmt_, ['json', 'csv'])}")
-        with Store(db or default_db(), readonly=True) as store:
+        with Store(default_db(db), readonly=True) as store:
             doc = export_document(store, store.resolve_experiment(experiment), timings)
         text = json.dumps(doc, indent=2, sort_keys=True) + "\n" if fmt_ == "json" else export_csv(doc)
         if output is None:

@@ -70,16 +70,16 @@ def register(app: typer.Typer) -> None:
         from ..loop import run_experiment, run_specs, summarize, validate_experiment
         from ..store import check_writable
 
-        db = db or default_db()
+        db = default_db(db)
         if config is None:
             cfg, source = load_demo_config(), "<embedded demo config>"
         else:
             cfg, source = load_config(config), str(config)
         check_writable(db)
         runner = make_executor(executor, workers, address, retries, gpu_fraction)
-        validate_experiment(cfg, source)
+        validate_experiment(cfg, source, devices_here=runner.runs_here)
         specs = run_specs(cfg)
-        console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe()}) -> {db}")
+        console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe(len(specs))}) -> {db}")
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,

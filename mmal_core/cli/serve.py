@@ -23,6 +23,8 @@ def _server_db(db: Optional[str]) -> str:
 
     from ..leaderboard import require
 
+    if db is not None and not db.strip():
+        raise MmalError("--db: expected a database file path or URL, got an empty string")
     require("sqlalchemy", what="mmal serve")
     from ..server.storage import database_url
 
@@ -153,11 +155,17 @@ def register(app: typer.Typer) -> None:
         from ..store import Store
         from ..submission import build_submission
 
-        parsed = urllib.parse.urlparse(to)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urllib.parse.urlparse(to)
+            parsed.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+        except ValueError as err:
+            raise MmalError(f"--to {to}: not a valid URL ({err}); expected e.g. http://127.0.0.1:8000") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise MmalError(f"--to {to}: expected an http(s) URL such as http://127.0.0.1:8000")
+        if wait and not timeout > 0:
+            raise MmalError(f"--timeout {timeout}: expected a positive number of seconds")
         token = _read_token(token_file)
-        with Store(db or default_db(), readonly=True) as store:
+        with Store(default_db(db), readonly=True) as store:
             doc = build_submission(store, selector, strategy)
         base = to.rstrip("/")
         status, body = _request(f"{base}/api/submissions", json.dumps(doc).encode(), token)

@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import (
     Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint, create_engine, event, func,
-    select, update,
+    inspect, select, update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 
 from ..errors import MmalError
 
@@ -100,11 +100,21 @@ class ServerStore:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
+            existing = set(inspect(self.engine).get_table_names())
+            if existing and not existing & set(metadata.tables):
+                # e.g. an mmal results database: never add the server's tables to it
+                self.engine.dispose()
+                raise MmalError(
+                    f"--db {url}: the database holds other tables ({', '.join(sorted(existing)[:5])}), "
+                    "not an mmal server database"
+                )
             metadata.create_all(self.engine)
         except ArgumentError as err:
             raise MmalError(f"--db {url}: not a database URL SQLAlchemy understands ({err})") from None
         except OperationalError as err:
             raise MmalError(f"--db {url}: cannot open the database ({str(err.orig).splitlines()[0]})") from None
+        except DatabaseError as err:  # e.g. a file that is not SQLite at all
+            raise MmalError(f"--db {url}: not an mmal server database ({str(err.orig).splitlines()[0]})") from None
         except ModuleNotFoundError as err:
             raise MmalError(f"--db {url}: the database driver is not installed ({err})") from None
 
