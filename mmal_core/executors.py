@@ -30,7 +30,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
+import threading
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -268,28 +268,30 @@ class _SlotScheduler(Executor):
 
 # -- local processes -----------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies.
+def _exit_with_parent(lifeline) -> None:
+    """Exit this worker as soon as the ``mmal run`` that started it is gone.
 
-    A killed ``mmal run`` must not leave workers behind that keep writing rounds while the
-    command, started again, resumes the same runs.
+    ``lifeline`` is the reading end of a pipe whose only writing end the parent holds and
+    never writes to: it reads end-of-file exactly when the parent has exited, however it was
+    killed. A killed ``mmal run`` must not leave workers behind that keep writing rounds
+    while the command, started again, resumes the same runs. (Linux's parent-death signal
+    does not do this: fork-server workers are children of the fork server, which outlives
+    the command as long as any worker holds its pipe.)
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before the request took effect
+    def watch():
+        try:
+            lifeline.poll(None)
+        except (EOFError, OSError):
+            pass
         os._exit(1)
 
+    threading.Thread(target=watch, name="mmal-lifeline", daemon=True).start()
 
-def _process_main(worker: Callable[..., RunOutcome], task: RunTask, conn) -> None:
+
+def _process_main(worker: Callable[..., RunOutcome], task: RunTask, conn, lifeline) -> None:
     """Entry point of a spawned worker process: run the task, send back the outcome or error."""
-    _die_with_parent()
+    _exit_with_parent(lifeline)
     try:
         outcome = worker(task)
     except BaseException as err:  # everything goes back to the parent as one line
@@ -341,6 +343,7 @@ class LocalExecutor(_SlotScheduler):
         self.workers = self.slots = workers
         self.threads = max(1, cores // workers)
         self._context = _worker_context()
+        self._lifeline = None  # (read, write) ends, made when the first worker starts
 
     def describe(self, n_runs: int | None = None) -> str:
         if min(self.workers, n_runs if n_runs is not None else self.workers) <= 1:  # as run() decides
@@ -385,8 +388,11 @@ class LocalExecutor(_SlotScheduler):
         return self.threads
 
     def _start(self, task: RunTask):
+        if self._lifeline is None:
+            self._lifeline = self._context.Pipe(duplex=False)
         receive, send = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=_process_main, args=(self.worker, task, send), daemon=True,
+        process = self._context.Process(target=_process_main, args=(self.worker, task, send, self._lifeline[0]),
+                                        daemon=True,
                                         name=f"mmal-run-{task.spec.key}")
         process.start()
         send.close()  # the child holds the only sending end: EOF once it exits

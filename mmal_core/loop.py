@@ -311,6 +311,20 @@ def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDatase
     return unlabeled[picks]
 
 
+def run_fields(spec: RunSpec, strategy: Any) -> dict[str, Any]:
+    """What the results store records about a run (all but its initial set)."""
+    return {
+        "dataset": spec.dataset.name,
+        "dataset_params": spec.dataset.params,
+        "strategy": spec.strategy.name,
+        "strategy_params": strategy.get_params(),
+        "strategy_label": spec.strategy.label,
+        "seed": spec.seed,
+        "model": spec.model.canonical(),
+        "budget": spec.budget.model_dump(),
+    }
+
+
 def execute_run(
     spec: RunSpec,
     store: Store,
@@ -335,19 +349,7 @@ def execute_run(
     rng_init = np.random.default_rng(derive_seed(spec.seed, _STREAM_INITIAL))
     initial = initial_set(pool.labels, spec.budget.initial, spec.budget.stratified, rng_init)
     run_id, initial_ids = store.run(
-        experiment_id,
-        spec.key,
-        {
-            "dataset": spec.dataset.name,
-            "dataset_params": spec.dataset.params,
-            "strategy": spec.strategy.name,
-            "strategy_params": strategy.get_params(),
-            "strategy_label": spec.strategy.label,
-            "seed": spec.seed,
-            "model": spec.model.canonical(),
-            "budget": spec.budget.model_dump(),
-            "initial_ids": pool.ids[initial].tolist(),
-        },
+        experiment_id, spec.key, {**run_fields(spec, strategy), "initial_ids": pool.ids[initial].tolist()}
     )
     done = store.rounds(run_id, with_state=spec.model.warm_start)
     position_of = {int(i): p for p, i in enumerate(pool.ids)}
@@ -429,11 +431,14 @@ def run_experiment(
     env = environment()
     with Store(db_path) as store:
         experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)
+        specs = run_specs(config)
+        # Run ids in the config's order, whichever order workers reach the runs in.
+        store.reserve_runs(experiment_id, [(spec.key, run_fields(spec, build_strategy(spec.strategy))) for spec in specs])
         if executor is not None:
-            return executor.run(run_specs(config), store, experiment_id, callbacks)
+            return executor.run(specs, store, experiment_id, callbacks)
         datasets = _DatasetCache()
         outcomes = []
-        for spec in run_specs(config):
+        for spec in specs:
             outcomes.append(execute_run(spec, store, experiment_id, callbacks, datasets))
         return outcomes
 

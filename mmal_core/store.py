@@ -9,6 +9,8 @@ Tables:
 JSON columns hold dicts and id lists. An experiment is identified by (name, config hash): the
 same config run again resumes it; a changed config is a new experiment under the same name.
 A run is identified inside its experiment by a hash of everything that determines it.
+A run's status: pending (reserved when the command starts, so ids follow the config's order),
+running (or killed while running), finished or failed.
 """
 
 from __future__ import annotations
@@ -192,31 +194,63 @@ class Store:
             )
             return int(cur.lastrowid)
 
+    def reserve_runs(self, experiment_id: int, runs: list[tuple[str, dict[str, Any]]]) -> None:
+        """Create the rows of runs not stored yet, status 'pending', in the order given.
+
+        Called before any run starts, so that run ids follow the config's order whatever
+        order parallel workers reach their runs in. ``fields`` as for :meth:`run`, without
+        ``initial_ids`` (stored when the run starts).
+        """
+        with self.transaction():
+            for run_key, fields in runs:
+                self._insert_run(experiment_id, run_key, fields, [], "pending", "OR IGNORE")
+
     def run(self, experiment_id: int, run_key: str, fields: dict[str, Any]) -> tuple[int, list[int]]:
         """(run id, initial ids) of the run, created with ``fields`` when new."""
+        initial_ids = [int(i) for i in fields["initial_ids"]]
         with self.transaction():
             row = self.conn.execute(
-                "SELECT id, initial_ids FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, run_key)
+                "SELECT id, initial_ids, status FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, run_key)
             ).fetchone()
-            if row:
-                self.conn.execute("UPDATE runs SET status='running', error=NULL WHERE id=? AND status!='finished'", (row[0],))
-                return int(row[0]), json.loads(row[1])
-            cur = self.conn.execute(
-                "INSERT INTO runs(experiment_id, run_key, dataset, dataset_params, strategy, strategy_params,"
-                " strategy_label, seed, model, budget, initial_ids, status, started_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,'running',?)",
-                (
-                    experiment_id, run_key, fields["dataset"], json.dumps(fields["dataset_params"], sort_keys=True),
-                    fields["strategy"], json.dumps(fields["strategy_params"], sort_keys=True), fields["strategy_label"],
-                    int(fields["seed"]), json.dumps(fields["model"], sort_keys=True),
-                    json.dumps(fields["budget"], sort_keys=True), json.dumps([int(i) for i in fields["initial_ids"]]),
-                    time.time(),
-                ),
-            )
-            return int(cur.lastrowid), [int(i) for i in fields["initial_ids"]]
+            if row is None:
+                return self._insert_run(experiment_id, run_key, fields, initial_ids, "running"), initial_ids
+            if row[2] == "pending":  # reserved by reserve_runs: starts now
+                self.conn.execute("UPDATE runs SET status='running', initial_ids=?, started_at=? WHERE id=?",
+                                  (json.dumps(initial_ids), time.time(), row[0]))
+                return int(row[0]), initial_ids
+            self.conn.execute("UPDATE runs SET status='running', error=NULL WHERE id=? AND status!='finished'", (row[0],))
+            return int(row[0]), json.loads(row[1])
+
+    def _insert_run(self, experiment_id: int, run_key: str, fields: dict[str, Any], initial_ids: list[int],
+                    status: str, conflict: str = "") -> int:
+        cur = self.conn.execute(
+            f"INSERT {conflict} INTO runs(experiment_id, run_key, dataset, dataset_params, strategy, strategy_params,"
+            " strategy_label, seed, model, budget, initial_ids, status, started_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                experiment_id, run_key, fields["dataset"], json.dumps(fields["dataset_params"], sort_keys=True),
+                fields["strategy"], json.dumps(fields["strategy_params"], sort_keys=True), fields["strategy_label"],
+                int(fields["seed"]), json.dumps(fields["model"], sort_keys=True),
+                json.dumps(fields["budget"], sort_keys=True), json.dumps(initial_ids), status, time.time(),
+            ),
+        )
+        return int(cur.lastrowid)
 
     def add_round(self, run_id: int, record: RoundRecord) -> None:
-        """Commit one finished round atomically."""
+        """Commit one finished round atomically.
+
+        A round already stored means another process works on the same run (two `mmal run`
+        commands on one database): that is an error naming the run, not an SQL one.
+        """
+        try:
+            self._insert_round(run_id, record)
+        except sqlite3.IntegrityError:
+            raise MmalError(
+                f"run {run_id}: round {record.round} was already stored by another process; is another "
+                f"`mmal run` working on {self.path}? Run the command again once it has stopped"
+            ) from None
+
+    def _insert_round(self, run_id: int, record: RoundRecord) -> None:
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO rounds(run_id, round, n_labeled, metrics, queried_ids, timings, model_state, created_at)"
@@ -230,9 +264,10 @@ class Store:
 
     def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
         with self.transaction():
+            # A finished run finished again (a re-run with nothing to do) keeps its record.
             self.conn.execute(
-                "UPDATE runs SET status=?, error=?, finished_at=? WHERE id=?",
-                (status, error, time.time() if status == "finished" else None, run_id),
+                "UPDATE runs SET status=?, error=?, finished_at=? WHERE id=? AND NOT (status='finished' AND ?='finished')",
+                (status, error, time.time() if status == "finished" else None, run_id, status),
             )
 
     # -- reading -------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 import torch
-from _support import run_cli, tiny_config
+from _support import cli_in_process, run_cli, tiny_config
 
 from mmal_core import MmalError
 from mmal_core.config import parse_config
 from mmal_core.executors import LocalExecutor, RayExecutor, make_executor
-from mmal_core.loop import run_experiment
+from mmal_core.loop import run_experiment, run_specs
 
 torch.set_num_threads(1)
 
@@ -140,10 +140,17 @@ def test_two_worker_processes_give_the_serial_result_once(tmp_path, reference):
     # progress reached the parent: every round of both runs, each once
     assert sorted(recorder.rounds) == sorted(expected)
     assert recorder.failures == []
-    # running the finished experiment again resumes: nothing new is computed
+    # run ids follow the config's order, not the order in which workers reached the runs
+    with sqlite3.connect(db) as conn:
+        keys = [k for (k,) in conn.execute("SELECT run_key FROM runs ORDER BY id")]
+        finished_at = conn.execute("SELECT id, finished_at FROM runs ORDER BY id").fetchall()
+    assert keys == [spec.key for spec in run_specs(cfg)]
+    # running the finished experiment again resumes: nothing new is computed, nothing rewritten
     again = run_experiment(cfg, str(db), Recorder(), executor=LocalExecutor(workers=2))
     assert [o.resumed_rounds for o in again] == [3, 3]
     assert rounds_of(db) == expected
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT id, finished_at FROM runs ORDER BY id").fetchall() == finished_at
 
 
 def test_a_killed_worker_is_retried_and_its_rounds_are_kept(tmp_path, reference, faulty):
@@ -270,3 +277,15 @@ def test_cli_summary_reports_retried_and_failed_runs(tmp_path, write_config, cap
     assert "1 failed attempt(s) were retried; every finished round was kept" in out
     assert "failed after 2 attempts: RuntimeError: injected failure" in out and "(2 round(s) kept)" in out
     assert captured.err.strip().splitlines() == ["error: 1 run(s) did not finish; run the same command again to resume"]
+
+
+def test_ctrl_c_says_the_finished_rounds_are_saved(tmp_path, write_config, capsys, monkeypatch):
+    import mmal_core.loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mmal_core.loop, "run_experiment", interrupted)
+    code, _, err = cli_in_process(capsys, "run", str(write_config(small_config())), "--db", str(tmp_path / "c.db"))
+    assert code == 130
+    assert err == "interrupted: finished rounds are saved; run the same command again to resume"

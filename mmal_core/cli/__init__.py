@@ -55,6 +55,10 @@ def _print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
 
 
+def _interrupted() -> None:
+    err_console.print("interrupted: finished rounds are saved; run the same command again to resume")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and turns errors into one line + exit 2."""
     try:
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished rounds are saved; run the same command again to resume")
+        _interrupted()
         sys.exit(130)
+    if result == 130:  # typer turns Ctrl-C into Exit(130), which click returns without standalone mode
+        _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
