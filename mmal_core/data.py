@@ -31,6 +31,55 @@ class ModalitySpec:
     encoder: str = "identity"
 
 
+def _as_features(modality: str, x: Any) -> np.ndarray:
+    if x is None:
+        raise MmalError(f"features of modality '{modality}': expected an (n, d) array of numbers, got None")
+    try:
+        raw = np.asarray(x)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {raw.dtype}")
+        return np.ascontiguousarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        text = " ".join(str(err).split())
+        raise MmalError(f"features of modality '{modality}': expected an (n, d) array of numbers, got {text}") from None
+
+
+def _as_integers(what: str, values: Any, meaning: str) -> np.ndarray:
+    """``values`` as int64; whole-number floats are accepted, anything that would be rounded is not."""
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError) as err:
+        raise MmalError(f"{what}: expected integer {meaning}, got {' '.join(str(err).split())}") from None
+    if raw.dtype.kind in "iub":
+        return raw.astype(np.int64)
+    if raw.dtype.kind == "f":
+        flat = raw.reshape(-1)
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if not bad.any():
+            return raw.astype(np.int64)
+        raise MmalError(f"{what}: expected integer {meaning}, got {raw.dtype} values such as {flat[bad][0].item()!r}")
+    example = raw.reshape(-1)[0] if raw.size else None
+    raise MmalError(f"{what}: expected integer {meaning}, got {raw.dtype} values such as {example.item() if hasattr(example, 'item') else example!r}")
+
+
+def _as_mask(mask: Any) -> np.ndarray:
+    """``mask`` as bool; 0/1 numbers are accepted, other values are not silently made True."""
+    try:
+        raw = np.asarray(mask)
+    except (TypeError, ValueError) as err:
+        raise MmalError(f"mask: expected a boolean array, got {' '.join(str(err).split())}") from None
+    if raw.dtype == bool:
+        return raw
+    if raw.dtype.kind in "iuf":
+        bad = (raw != 0) & (raw != 1)
+        if not bad.any():
+            return raw.astype(bool)
+        raise MmalError(
+            f"mask: expected booleans (True where the modality is present), got {raw.dtype} values such as {raw[bad][0].item()!r}"
+        )
+    raise MmalError(f"mask: expected booleans (True where the modality is present), got dtype {raw.dtype}")
+
+
 class Split:
     """One split of a multimodal dataset.
 
@@ -51,15 +100,21 @@ class Split:
     ):
         # Lazily read features (``getattr(x, 'lazy', False)``, e.g. rows of an HDF5 cache, see
         # mmal_core.cache.LazyFeatures) stay on disk; everything else becomes float32 in memory.
+        if not isinstance(features, dict):
+            raise MmalError(f"features: expected a dict modality -> (n, d) array, got {type(features).__name__}")
         self.features = {
-            m: x if getattr(x, "lazy", False) else np.ascontiguousarray(x, dtype=np.float32)
+            m: x if getattr(x, "lazy", False) else _as_features(m, x)
             for m, x in features.items()
         }
         self.modalities = list(self.features)
-        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        self.labels = _as_integers("labels", labels, "class indices")
+        if self.labels.ndim == 2 and self.labels.shape[1] == 1:  # a column vector
+            self.labels = self.labels.reshape(-1)
+        if self.labels.ndim != 1:
+            raise MmalError(f"labels: expected a 1-D array of class indices, got shape {self.labels.shape}")
         n = len(self.labels)
-        self.mask = np.asarray(mask, dtype=bool)
-        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        self.mask = _as_mask(mask)
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else _as_integers("ids", ids, "sample ids")
         self.difficulty = None if difficulty is None else np.asarray(difficulty, dtype=np.float64)
 
     def __len__(self) -> int:
@@ -120,18 +175,39 @@ class MultimodalDataset:
         Raises :class:`MmalError` with a one-line message naming the dataset, split and
         modality at fault.
         """
+        bad_specs = [m for m in self.modalities if not isinstance(m, ModalitySpec)]
+        if not isinstance(self.modalities, (list, tuple)) or bad_specs:
+            raise MmalError(
+                f"dataset '{self.name}': modalities must be a list of ModalitySpec(name, dim), got {self.modalities!r}"
+            )
         names = self.modality_names
         if len(names) < 1 or len(set(names)) != len(names):
             raise MmalError(f"dataset '{self.name}': modality names must be unique and non-empty, got {names}")
+        for spec in self.modalities:
+            if isinstance(spec.dim, bool) or not isinstance(spec.dim, (int, np.integer)) or spec.dim < 1:
+                raise MmalError(f"dataset '{self.name}', modality '{spec.name}': dim must be a positive integer, got {spec.dim!r}")
+        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, (int, np.integer)):
+            raise MmalError(
+                f"dataset '{self.name}': n_classes must be an integer, got {self.n_classes!r} ({type(self.n_classes).__name__})"
+            )
+        self.n_classes = int(self.n_classes)
         if self.n_classes < 2:
             raise MmalError(f"dataset '{self.name}': n_classes must be at least 2, got {self.n_classes}")
         for split_name, split in (("train", self.train), ("test", self.test)):
             where = f"dataset '{self.name}', split '{split_name}'"
+            if not isinstance(split, Split):
+                raise MmalError(f"{where}: expected a mmal_core.Split, got {type(split).__name__}")
             n = len(split)
             if n == 0:
                 raise MmalError(f"{where}: the split is empty")
             if list(split.features) != names:
                 raise MmalError(f"{where}: features have modalities {list(split.features)}, expected {names}")
+            # One row per sample everywhere: name the array that disagrees with the labels.
+            for what, rows in [("mask", len(split.mask) if split.mask.ndim else 0), ("ids", len(split.ids) if split.ids.ndim else 0)] + [
+                (f"features of modality '{m}'", len(x) if np.ndim(x) else 0) for m, x in split.features.items()
+            ]:
+                if rows != n:
+                    raise MmalError(f"{where}: {what} has {rows} rows but there are {n} labels (one row per sample)")
             if split.mask.shape != (n, len(names)):
                 raise MmalError(f"{where}: mask has shape {split.mask.shape}, expected {(n, len(names))}")
             if split.ids.shape != (n,) or len(np.unique(split.ids)) != n:

@@ -36,6 +36,7 @@ from .metrics import aubc, evaluate
 from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
+from .strategy import GlobalRandomGuard
 from .utilization import check_modality_count, query_metrics, utilization
 from .view import PoolView
 
@@ -236,17 +237,43 @@ def initial_set(labels: np.ndarray, size: int, stratified: bool, rng: np.random.
     return np.sort(chosen)
 
 
-def check_picks(picks: Any, budget: int, n_unlabeled: int, strategy: str) -> np.ndarray:
-    """Validate a strategy's answer; a broken plugin gets an error naming it."""
-    arr = np.asarray(picks)
+def check_picks(picks: Any, budget: int, n_unlabeled: int, strategy: str, ids: np.ndarray | None = None) -> np.ndarray:
+    """Validate a strategy's answer; a broken plugin gets a one-line error naming it.
+
+    picks: what ``select`` returned: a 1-D integer array (a list of ints is accepted too) of
+    ``budget`` unique positions in ``[0, n_unlabeled)``.
+    ids: the view's sample ids, to say so when the picks look like ids rather than positions.
+    Returns the picks as int64.
+    """
+    who = f"strategy '{strategy}'"
+    expected = f"{budget} unique integer positions in [0, {n_unlabeled}) (into the unlabeled pool)"
+    if picks is None:
+        raise MmalError(f"{who}: select() returned None, expected {expected}")
+    try:
+        arr = np.asarray(picks)
+    except Exception as err:  # ragged lists, GPU tensors, ...: a plugin bug, not ours
+        text = " ".join(str(err).split())
+        raise MmalError(f"{who}: select() returned a {type(picks).__name__} that is not an array ({text}); expected {expected}") from None
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise MmalError(f"strategy '{strategy}': select() must return a 1-D integer array, got {arr.dtype} {arr.shape}")
+        got = f"{type(picks).__name__} of dtype {arr.dtype} and shape {arr.shape}"
+        hint = " (a boolean mask? return np.flatnonzero(mask))" if arr.dtype == bool else ""
+        raise MmalError(f"{who}: select() must return a 1-D integer array, got {got}{hint}; expected {expected}")
     if len(arr) != budget:
-        raise MmalError(f"strategy '{strategy}': select() returned {len(arr)} positions, expected {budget}")
-    if len(np.unique(arr)) != len(arr):
-        raise MmalError(f"strategy '{strategy}': select() returned duplicate positions")
+        raise MmalError(f"{who}: select() returned {len(arr)} positions, expected {budget}")
     if len(arr) and (arr.min() < 0 or arr.max() >= n_unlabeled):
-        raise MmalError(f"strategy '{strategy}': select() returned positions outside [0, {n_unlabeled})")
+        bad = arr[(arr < 0) | (arr >= n_unlabeled)]
+        hint = ""
+        if ids is not None and np.isin(arr, np.asarray(ids)).all():
+            hint = "; they look like sample ids (view.ids): return positions into the view instead"
+        raise MmalError(
+            f"{who}: select() returned positions outside [0, {n_unlabeled}) (e.g. {int(bad[0])}){hint}"
+        )
+    if len(np.unique(arr)) != len(arr):
+        values, counts = np.unique(arr, return_counts=True)
+        raise MmalError(
+            f"{who}: select() returned duplicate positions (e.g. {int(values[counts > 1][0])}); "
+            f"expected {expected}"
+        )
     return arr.astype(np.int64)
 
 
@@ -304,7 +331,10 @@ def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDatase
     )._for_strategy(name)
     t1 = time.perf_counter()
     rng = np.random.default_rng(derive_seed(seed, _STREAM_STRATEGY, rnd))
-    picks = check_picks(strategy.select(view, budget, rng), budget, len(unlabeled), name)
+    guard = GlobalRandomGuard()
+    answer = strategy.select(view, budget, rng)
+    guard.check(f"strategy '{name}'")
+    picks = check_picks(answer, budget, len(unlabeled), name, ids=view.ids)
     if timings is not None:
         timings["predict"] = t1 - t0
         timings["select"] = time.perf_counter() - t1

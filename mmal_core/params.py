@@ -39,11 +39,19 @@ def construct(cls: type, params: dict[str, Any], what: str) -> Any:
                     f"accepted: {', '.join(accepted) or 'none'}"
                 )
     try:
-        return cls(**params)
+        obj = cls(**params)
     except MmalError as err:
         raise MmalError(f"{what}: {err}") from None
     except TypeError as err:
         raise MmalError(f"{what}: {err}") from None
+    # get_params() records what a run used: a parameter __init__ did not store would be lost.
+    for name in accepted:
+        if not hasattr(obj, name):
+            raise MmalError(
+                f"{what}: {cls.__name__}.__init__ does not store its parameter '{name}' "
+                f"(set self.{name} = {name}), so get_params() cannot record it"
+            )
+    return obj
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -8,6 +8,8 @@ a class attribute ``name``, the PoolView fields it needs in ``requires``, and
 
 from __future__ import annotations
 
+import random
+import sys
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,6 +60,56 @@ class Strategy:
         return f"{type(self).__name__}({args})"
 
 
+class GlobalRandomGuard:
+    """Notices a strategy drawing from a global random generator instead of its ``rng``.
+
+    Snapshot the global generators (numpy's legacy ``np.random.*`` state, Python's ``random``
+    and, when torch is already imported, torch's CPU generator) before ``select`` and call
+    :meth:`check` after it: a strategy that drew from any of them gives different picks for
+    the same seed (and changes what later code draws), so it is a plugin bug.
+    """
+
+    __slots__ = ("_numpy", "_python", "_torch")
+
+    def __init__(self) -> None:
+        self._numpy = _numpy_state()
+        self._python = random.getstate()
+        self._torch = _torch_state()
+
+    def changed(self) -> str | None:
+        """The first global generator that was drawn from since the snapshot, or None."""
+        state = _numpy_state()
+        if state[1] != self._numpy[1] or not np.array_equal(state[0], self._numpy[0]):
+            return "numpy's global random state (np.random.*)"
+        if random.getstate() != self._python:
+            return "Python's random module"
+        torch_state = _torch_state()
+        if self._torch is not None and torch_state is not None and not torch_state.equal(self._torch):
+            return "torch's global generator (torch.rand*, torch.randperm, ... without a generator)"
+        return None
+
+    def check(self, who: str) -> None:
+        """Raise :class:`MmalError` naming ``who`` when a global generator was used."""
+        used = self.changed()
+        if used is not None:
+            raise MmalError(
+                f"{who}: select() used {used}; draw every random number from the rng argument "
+                "so that a seed reproduces the picks"
+            )
+
+
+def _numpy_state() -> tuple[np.ndarray, tuple[int, int]]:
+    state = np.random.get_state()
+    return state[1], (int(state[2]), int(state[3]))
+
+
+def _torch_state():
+    torch = sys.modules.get("torch")  # never import torch just to look at its state
+    if torch is None or not hasattr(torch, "get_rng_state"):
+        return None
+    return torch.get_rng_state()
+
+
 def top_k(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """Positions of the ``k`` largest scores, best first.
 
@@ -103,11 +155,14 @@ class ScoreStrategy(Strategy):
         raw = self.score(view)
         n = len(view)
         try:
-            scores = np.asarray(raw, dtype=np.float64)
+            scores = None if np.iscomplexobj(raw) else np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
             scores = None
         if scores is None or raw is None or scores.shape != (n,):
-            got = "None" if raw is None else (f"shape {scores.shape}" if scores is not None else type(raw).__name__)
+            got = "None" if raw is None else (
+                f"shape {scores.shape}" if scores is not None
+                else "complex numbers" if np.iscomplexobj(raw) else type(raw).__name__
+            )
             raise MmalError(
                 f"strategy {self.name or type(self).__name__}: score() must return {n} numbers "
                 f"(one per unlabeled sample), got {got}"

@@ -30,7 +30,9 @@ Fields (``n`` unlabeled samples, ``n_l`` labeled, ``C`` classes, ``M`` modalitie
 ==========================  ===============================================================
 
 Reading a field that was not computed raises :class:`MmalError` naming the field, which
-tells a strategy author to add it to ``requires``.
+tells a strategy author to add it to ``requires``. Arrays are shared with the loop, not
+copied: a strategy must not change them (``check_strategy`` fails one that does); the view
+holds its own copies of dicts, lists, ``metrics`` and ``params``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ ALWAYS = ("ids", "mask", "labeled_mask", "labeled_labels", "modalities", "n_clas
 _FIELDS = tuple(sorted(REQUIREMENTS)) + ALWAYS
 
 
+def _own(key: str, value: Any) -> Any:
+    """The view's own container for a field, so that a strategy changing its view (popping a
+    modality, editing ``metrics``) can never reach the loop's objects: ``metrics`` is the
+    dict the round records in the results database. Arrays are shared, not copied."""
+    if key in ("metrics", "params"):
+        import copy
+
+        return copy.deepcopy(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
 class PoolView:
     """Read-only bundle of pool arrays for a query strategy (see module docstring)."""
 
@@ -70,7 +87,7 @@ class PoolView:
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise MmalError(f"PoolView: unknown field(s) {sorted(unknown)}; known fields: {', '.join(_FIELDS)}")
-        data = {k: v for k, v in fields.items() if v is not None}
+        data = {k: _own(k, v) for k, v in fields.items() if v is not None}
         n = None
         for key in ("ids", "probs", "embeddings", "mask"):
             if key in data:
