@@ -9,12 +9,19 @@ re-encode. Layout of a cache file::
     /labels             (n,) int64
     /split              (n,) uint8      0 = train (pool), 1 = test; train rows come first
     /mask               (n, M) bool     True where the modality is present
-    /features/<m>       (n, d_m) float32, chunked, compressed, Fletcher-32 checksummed
+    /features/<m>       (n, d_m) float32, chunked, compressed
     attributes          format, key, dataset, dataset_version, params, source_key,
                         source_hash, modalities, encoders (name/version/fingerprint per
                         modality), class_names, skipped (unreadable items per modality),
-                        missing (absent items per modality), mmal_version, created, complete
+                        missing (absent items per modality), mmal_version, created,
+                        checksum, complete
     /info               JSON text: the dataset's provenance notes (file lists, unreadable files)
+
+Every array (ids, labels, split, mask, features) is chunked and Fletcher-32 checksummed
+(format 2; format 1 checksummed only the features, so a flipped label or mask bit went
+unnoticed). The ``checksum`` attribute is the SHA-256 of every other attribute and of
+``/info``; the ``key`` attribute is recomputed from the attributes it is made of. So a
+changed, removed or bit-flipped attribute is refused too.
 
 Writing is atomic (a temporary file in the same folder, renamed at the end) and guarded by a
 file lock, so two processes asking for the same cache at once produce one good file. A file
@@ -44,7 +51,9 @@ import numpy as np
 from .data import Dataset
 from .errors import MmalError
 
-FORMAT_VERSION = 1
+#: 2: every array is Fletcher-32 checksummed and the attributes carry a checksum. A format
+#: change changes every cache key, so caches of another format are rebuilt, never read.
+FORMAT_VERSION = 2
 ENV_CACHE_DIR = "MMAL_CACHE_DIR"
 SUFFIX = ".h5"
 #: Rows per HDF5 chunk are chosen so that one chunk holds about this many bytes.
@@ -188,15 +197,60 @@ class CacheRequest:
 
     @property
     def key(self) -> str:
-        text = json.dumps(
-            [FORMAT_VERSION, self.dataset, self.dataset_version, self.params, self.source_key, self.modalities, self.encoders],
-            sort_keys=True, separators=(",", ":"), default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _request_key(FORMAT_VERSION, self.dataset, self.dataset_version, self.params, self.source_key,
+                            self.modalities, self.encoders)
 
     def filename(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.dataset)
-        return f"{safe}-{self.key}{SUFFIX}"
+        return _cache_name(self.dataset, self.key)
+
+
+def _request_key(fmt, dataset, dataset_version, params, source_key, modalities, encoders) -> str:
+    text = json.dumps(
+        [fmt, dataset, dataset_version, params, source_key, modalities, encoders],
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: ``<dataset>-<16 hex digits>.h5``: the name of a cache file (see ``CacheRequest.filename``).
+_NAME_KEY_LEN = 16
+
+
+def is_cache_name(name: str, dataset: str | None = None) -> bool:
+    """Whether ``name`` has the form of a cache file name (of ``dataset`` when given)."""
+    if not name.endswith(SUFFIX):
+        return False
+    stem = name[: -len(SUFFIX)]
+    head, sep, key = stem.rpartition("-")
+    if not sep or not head or len(key) != _NAME_KEY_LEN or any(c not in "0123456789abcdef" for c in key):
+        return False
+    if dataset is None:
+        return True
+    return head == _safe_name(dataset)
+
+
+def _safe_name(dataset: str) -> str:
+    """The dataset's name as it appears in cache file names (only letters, digits, '-', '_')."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
+
+
+def _cache_name(dataset: str, key: str) -> str:
+    return f"{_safe_name(dataset)}-{key}{SUFFIX}"
+
+
+def _attrs_checksum(attrs: dict[str, Any], info_text: str | None) -> str:
+    """SHA-256 of the attributes (all but ``checksum`` and ``complete``) and of ``/info``."""
+    plain = {k: v for k, v in attrs.items() if k not in ("checksum", "complete")}
+    text = json.dumps([plain, info_text], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -226,6 +280,7 @@ def atomic_h5(path: Path) -> Iterator[Any]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a cache is an ordinary file
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -233,6 +288,27 @@ def atomic_h5(path: Path) -> Iterator[Any]:
             reason = "the disk is full" if getattr(err, "errno", None) == errno.ENOSPC else f"{type(err).__name__}: {err}"
             raise MmalError(f"cache {path}: writing failed ({reason}); nothing was kept, free space or set {ENV_CACHE_DIR} and retry") from None
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _small(h5, name: str, data: np.ndarray) -> None:
+    """An array of ids, labels, split or mask: chunked so that it carries a Fletcher-32 checksum."""
+    data = np.asarray(data)
+    if not data.size:
+        h5.create_dataset(name, data=data)
+        return
+    row_bytes = max(1, data.itemsize * int(np.prod(data.shape[1:], dtype=np.int64)))
+    rows = int(max(1, min(data.shape[0], CHUNK_BYTES // row_bytes)))
+    h5.create_dataset(name, data=data, chunks=(rows,) + data.shape[1:], fletcher32=True)
 
 
 def write_cache(
@@ -257,9 +333,9 @@ def write_cache(
     skipped: dict[str, int] = {}
     missing: dict[str, int] = {}
     with atomic_h5(path) as h5:
-        h5.create_dataset("ids", data=np.asarray(source.ids, dtype=np.int64)[order])
-        h5.create_dataset("labels", data=np.asarray(source.labels, dtype=np.int64)[order])
-        h5.create_dataset("split", data=np.asarray(source.split, dtype=np.uint8)[order])
+        _small(h5, "ids", np.asarray(source.ids, dtype=np.int64)[order])
+        _small(h5, "labels", np.asarray(source.labels, dtype=np.int64)[order])
+        _small(h5, "split", np.asarray(source.split, dtype=np.uint8)[order])
         group = h5.create_group("features")
         for j, m in enumerate(mods):
             encoder, items = encoders[m], source.items[m]
@@ -303,7 +379,7 @@ def write_cache(
                 dset[start : start + len(rows)] = block
                 if progress is not None:
                     progress(m, len(rows))
-        h5.create_dataset("mask", data=mask)
+        _small(h5, "mask", mask)
         attrs = h5.attrs
         attrs["format"] = FORMAT_VERSION
         attrs["key"] = request.key
@@ -318,11 +394,13 @@ def write_cache(
         attrs["skipped"] = json.dumps(skipped)
         attrs["missing"] = json.dumps(missing)
         # Free-form provenance can be long (file lists): a dataset, not an attribute (64 KiB limit).
-        h5.create_dataset("info", data=json.dumps(source.info, sort_keys=True, default=str))
+        info_text = json.dumps(source.info, sort_keys=True, default=str)
+        h5.create_dataset("info", data=info_text)
         from . import __version__
 
         attrs["mmal_version"] = __version__
         attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        attrs["checksum"] = _attrs_checksum({k: _plain_attr(v) for k, v in attrs.items()}, info_text)
         attrs["complete"] = True  # written last: a file without it was never finished
     return path
 
@@ -374,10 +452,7 @@ class CacheInfo:
 def _decoded_attrs(h5) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in h5.attrs.items():
-        if isinstance(v, bytes):
-            v = v.decode()
-        if isinstance(v, np.generic):
-            v = v.item()
+        v = _plain_attr(v)
         if k in ("params", "modalities", "encoders", "class_names", "skipped", "missing") and isinstance(v, str):
             with contextlib.suppress(ValueError):
                 v = json.loads(v)
@@ -385,27 +460,60 @@ def _decoded_attrs(h5) -> dict[str, Any]:
     return out
 
 
-def _check_structure(h5, path: Path) -> tuple[dict[str, Any], int, dict[str, int]]:
-    attrs = _decoded_attrs(h5)
+def _check_structure(h5, path: Path, request: CacheRequest | None = None) -> tuple[dict[str, Any], int, dict[str, int]]:
+    try:
+        attrs = _decoded_attrs(h5)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:  # a corrupt attribute header
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MmalError(f"cache {path}: its attributes cannot be read, the file is corrupt ({first}); {_rebuild_hint(path)}") from None
     hint = _rebuild_hint(path, attrs.get("dataset"))
     if not attrs.get("complete"):
         raise MmalError(f"cache {path}: incomplete (its build never finished); {hint}")
     if attrs.get("format") != FORMAT_VERSION:
         raise MmalError(f"cache {path}: format {attrs.get('format')!r}, this mmal reads format {FORMAT_VERSION}; {hint}")
+    if request is not None:  # the most telling message first: which attribute differs from the request
+        _check_request(path, attrs, request)
     try:
+        # The attributes: their checksum first (a flipped or edited byte), then the key they make.
+        info = h5["info"][()]
+        info_text = info.decode() if isinstance(info, bytes) else str(info)
+        raw = {k: _plain_attr(v) for k, v in h5.attrs.items()}
+        if "checksum" not in raw:
+            raise KeyError("checksum")
+        if _attrs_checksum(raw, info_text) != raw["checksum"]:
+            raise MmalError(f"cache {path}: its attributes or /info do not match their checksum (edited or corrupt); {hint}")
+        key = _request_key(FORMAT_VERSION, attrs["dataset"], attrs["dataset_version"], attrs["params"], attrs["source_key"],
+                           attrs["modalities"], attrs["encoders"])
+        if key != attrs["key"]:
+            raise MmalError(f"cache {path}: attribute 'key' is {attrs['key']!r} but its attributes make {key!r}; {hint}")
+        classes = attrs["class_names"]
+        if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+            raise MmalError(f"cache {path}: attribute 'class_names' is {classes!r}, expected a list of at least 2 names; {hint}")
+        mods = attrs["modalities"]
+        if not (isinstance(mods, list) and mods and all(isinstance(m, str) for m in mods)):
+            raise MmalError(f"cache {path}: attribute 'modalities' is {mods!r}, expected a list of modality names; {hint}")
         n = int(h5["labels"].shape[0])
-        mods = list(attrs["modalities"])
-        for name, shape in (("ids", (n,)), ("split", (n,)), ("mask", (n, len(mods)))):
+        for name, shape in (("labels", (n,)), ("ids", (n,)), ("split", (n,)), ("mask", (n, len(mods)))):
             if h5[name].shape != shape:
                 raise MmalError(f"cache {path}: '/{name}' has shape {h5[name].shape}, expected {shape}; {hint}")
+            if n and not h5[name].fletcher32:
+                raise MmalError(f"cache {path}: '/{name}' has no checksum; {hint}")
         dims = {}
         for m in mods:
             d = h5["features"][m]
             if d.ndim != 2 or d.shape[0] != n or d.dtype != np.float32:
                 raise MmalError(f"cache {path}: '/features/{m}' has shape {d.shape} {d.dtype}, expected ({n}, d) float32; {hint}")
+            if n and not d.fletcher32:
+                raise MmalError(f"cache {path}: '/features/{m}' has no checksum; {hint}")
             dims[m] = int(d.shape[1])
     except KeyError as err:
-        raise MmalError(f"cache {path}: missing dataset or attribute {err}; {hint}") from None
+        what = err.args[0] if err.args else err
+        if isinstance(what, str) and "doesn't exist" in what:  # h5py's message for a missing object
+            what = what.split("object '")[-1].split("'")[0] if "object '" in what else what
+        raise MmalError(f"cache {path}: missing dataset or attribute '{what}'; {hint}") from None
+    except (OSError, RuntimeError, ValueError, TypeError) as err:  # unreadable metadata
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MmalError(f"cache {path}: its metadata is corrupt ({first}); {hint}") from None
     return attrs, n, dims
 
 
@@ -434,6 +542,11 @@ def read_info(path: str | os.PathLike) -> CacheInfo:
     try:
         with _open(path) as h5:
             attrs, n, dims = _check_structure(h5, path)
+        if is_cache_name(path.name) and path.name != _expected_name(attrs):  # renamed: found for the wrong request
+            raise MmalError(
+                f"cache {path}: named like a cache of another request (its attributes make {_expected_name(attrs)}); "
+                f"{_rebuild_hint(path, attrs.get('dataset'))}"
+            )
     except MmalError as err:
         return CacheInfo(path, False, str(err))
     return CacheInfo(path, True, "", attrs, n, dims)
@@ -451,14 +564,7 @@ def verify_cache(path: str | os.PathLike) -> CacheInfo:
     hint = _rebuild_hint(path, info.attrs.get("dataset"))
     try:
         with _open(path) as h5:
-            ids = h5["ids"][:]
-            if len(np.unique(ids)) != len(ids):
-                raise MmalError(f"cache {path}: sample ids are not unique; {hint}")
-            labels = h5["labels"][:]
-            n_classes = len(info.attrs.get("class_names") or [])
-            if n_classes and (labels.min() < 0 or labels.max() >= n_classes):
-                raise MmalError(f"cache {path}: labels outside [0, {n_classes}); {hint}")
-            h5["split"][:]
+            _check_values(path, hint, h5["ids"][:], h5["labels"][:], h5["split"][:], len(info.attrs["class_names"]))
             h5["mask"][:]
             for m in info.dims:
                 d = h5["features"][m]
@@ -473,6 +579,10 @@ def verify_cache(path: str | os.PathLike) -> CacheInfo:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         return CacheInfo(path, False, f"cache {path}: a data chunk is corrupt ({first}); {hint}", info.attrs, info.n, info.dims)
     return info
+
+
+def _expected_name(attrs: dict[str, Any]) -> str:
+    return _cache_name(str(attrs.get("dataset")), str(attrs.get("key")))
 
 
 def list_caches(directory: str | os.PathLike | None = None) -> list[CacheInfo]:
@@ -506,6 +616,13 @@ class LazyFeatures:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def _read(self, where):
+        try:
+            return self._dset[where]
+        except (OSError, RuntimeError) as err:  # a chunk fails its checksum (or the file went away)
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise MmalError(f"cache {self.path}: a data chunk is corrupt ({first}); {_rebuild_hint(self.path)}") from None
+
     def __array__(self, dtype=None, copy=None):
         out = self[: len(self)]
         return out if dtype is None else out.astype(dtype)
@@ -516,13 +633,13 @@ class LazyFeatures:
             return self[rows][(slice(None),) + cols]
         if isinstance(index, slice):
             lo, hi, step = index.indices(len(self))
-            block = self._dset[self.start + lo : self.start + max(lo, hi)] if step > 0 else None
+            block = self._read(slice(self.start + lo, self.start + max(lo, hi))) if step > 0 else None
             if block is None:
                 return np.asarray(self)[index]
             return block[::step] if step != 1 else block
         if isinstance(index, (int, np.integer)):
             i = int(index) + (len(self) if index < 0 else 0)
-            return self._dset[self.start + i]
+            return self._read(self.start + i)
         index = np.asarray(index)
         if index.dtype == bool:
             if index.shape != (len(self),):
@@ -551,7 +668,7 @@ class LazyFeatures:
                 j += 1
             lo = int(first_chunk[starts[k]]) * chunk
             hi = min((int(first_chunk[starts[j]]) + 1) * chunk, self._dset.shape[0])
-            block = self._dset[lo:hi]
+            block = self._read(slice(lo, hi))
             sel = slice(int(starts[k]), int(ends[j]))
             out[order[sel]] = block[rows[sel] - lo]
             k = j + 1
@@ -581,29 +698,8 @@ def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = Fal
 
     from .data import Split
 
-    with _open(path, request.dataset if request is not None else None) as h5:
-        attrs, n, dims = _check_structure(h5, path)
+    attrs, n, _ = check_cache(path, request)
     hint = _rebuild_hint(path, attrs.get("dataset"))
-    if request is not None:
-        wanted = {  # the most telling differences first; the key covers everything else
-            "dataset": request.dataset,
-            "dataset_version": request.dataset_version,
-            "modalities": request.modalities,
-            "encoders": json.loads(json.dumps(request.encoders, sort_keys=True, default=str)),
-            "params": json.loads(json.dumps(request.params, sort_keys=True, default=str)),
-            "source_key": request.source_key,
-            "key": request.key,
-        }
-        for key, value in wanted.items():
-            if attrs.get(key) != value:
-                got = attrs.get(key)
-                if key == "encoders" and isinstance(got, dict):
-                    diff = [m for m in value if got.get(m) != value[m]]
-                    said = ", ".join(
-                        f"{m}: cache has {_enc_label(got.get(m))}, request is {_enc_label(value[m])}" for m in diff
-                    )
-                    raise MmalError(f"cache {path}: built with other encoders ({said}); {hint}")
-                raise MmalError(f"cache {path}: attribute '{key}' is {got!r}, the request needs {value!r}; {hint}")
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
@@ -614,6 +710,7 @@ def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = Fal
         if not (split[:n_train] == 0).all():
             raise MmalError(f"cache {path}: train rows are not stored first; {hint}")
         ids, labels, mask = h5["ids"][:], h5["labels"][:], h5["mask"][:]
+        _check_values(path, hint, ids, labels, split, len(attrs["class_names"]))
         mods = list(attrs["modalities"])
         splits = []
         for lo, hi in ((0, n_train), (n_train, n)):
@@ -633,6 +730,50 @@ def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = Fal
         h5.close()
         h5 = None
     return CachedArrays(path, attrs, mods, list(attrs.get("class_names") or []), splits[0], splits[1], h5)
+
+
+def check_cache(path: Path, request: CacheRequest | None = None) -> tuple[dict[str, Any], int, dict[str, int]]:
+    """Open ``path``, check its structure and attributes (and that it was built for ``request``).
+
+    Reads no features (see :func:`verify_cache` for the checksums of every chunk). Returns
+    ``(attrs, n, dims)``; raises :class:`MmalError` with a rebuild hint when anything is off.
+    """
+    with _open(path, request.dataset if request is not None else None) as h5:
+        return _check_structure(h5, path, request)
+
+
+def _check_request(path: Path, attrs: dict[str, Any], request: CacheRequest) -> None:
+    """Refuse a file built for another request, naming the first attribute that differs."""
+    hint = _rebuild_hint(path, request.dataset)
+    wanted = {  # the most telling differences first; the key covers everything else
+        "dataset": request.dataset,
+        "dataset_version": request.dataset_version,
+        "modalities": request.modalities,
+        "encoders": json.loads(json.dumps(request.encoders, sort_keys=True, default=str)),
+        "params": json.loads(json.dumps(request.params, sort_keys=True, default=str)),
+        "source_key": request.source_key,
+        "key": request.key,
+    }
+    for key, value in wanted.items():
+        if attrs.get(key) != value:
+            got = attrs.get(key)
+            if key == "encoders" and isinstance(got, dict):
+                diff = [m for m in value if got.get(m) != value[m]]
+                said = ", ".join(
+                    f"{m}: cache has {_enc_label(got.get(m))}, request is {_enc_label(value[m])}" for m in diff
+                )
+                raise MmalError(f"cache {path}: built with other encoders ({said}); {hint}")
+            raise MmalError(f"cache {path}: attribute '{key}' is {got!r}, the request needs {value!r}; {hint}")
+
+
+def _check_values(path: Path, hint: str, ids: np.ndarray, labels: np.ndarray, split: np.ndarray, n_classes: int) -> None:
+    """Ids unique, labels in [0, n_classes), split 0/1: what the checksums cannot vouch for."""
+    if len(np.unique(ids)) != len(ids):
+        raise MmalError(f"cache {path}: sample ids are not unique; {hint}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise MmalError(f"cache {path}: labels outside [0, {n_classes}); {hint}")
+    if len(split) and split.max() > 1:
+        raise MmalError(f"cache {path}: '/split' holds values other than 0 (pool) and 1 (test); {hint}")
 
 
 def _enc_label(desc: Any) -> str:
@@ -681,15 +822,35 @@ def ensure_cache(
         raise MmalError(f"cache folder {folder}: cannot be created ({err.strerror or err}); set {ENV_CACHE_DIR} to a writable folder") from None
     path = folder / request.filename()
     if path.exists() and not rebuild:
+        check_cache(path, request)  # a bad file is refused here, not reported as "already cached"
+        remove_temporaries(folder)  # a killed `--rebuild` left one next to a good cache
         return path, False
-    lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+    lock_path = Path(str(path) + ".lock")
+    try:  # create the lock file ourselves: filelock retries forever on some unwritable folders
+        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as err:
+        raise MmalError(
+            f"cache folder {folder}: cannot write there ({err.strerror or err}); "
+            f"pass --cache-dir or set {ENV_CACHE_DIR} to a writable folder"
+        ) from None
+    lock = FileLock(str(lock_path), timeout=lock_timeout)
     try:
-        with lock:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if show_progress:
+                from .cli.common import err_console
+
+                err_console.print(f"waiting for another process that is building {path} (it holds {lock_path})", highlight=False)
+            lock.acquire()
+        try:
             if path.exists() and not rebuild:  # another process built it while we waited
+                check_cache(path, request)
                 return path, False
             for stale in folder.glob(f".{path.name}.*.tmp"):  # left by a killed builder (we hold the lock)
                 with contextlib.suppress(OSError):
                     stale.unlink()
+            remove_temporaries(folder)  # those of other caches, when no builder holds their lock
             source = build_source()
             n = len(source.labels)
             for m in request.modalities:
@@ -705,9 +866,92 @@ def ensure_cache(
                     write_cache(path, request, source, encoders, lambda m, k: progress.advance(tasks[m], k), compression)
             else:
                 write_cache(path, request, source, encoders, None, compression)
+        finally:
+            lock.release()
     except Timeout:
         raise MmalError(f"cache {path}: another process holds {path}.lock; wait for it or remove the lock file if no build is running") from None
     return path, True
+
+
+# -- temporary files of killed builders -----------------------------------------------------------
+def _temporary_target(tmp: Path) -> str | None:
+    """``.<name>.h5.<random>.tmp`` (see :func:`atomic_h5`) -> ``<name>.h5``."""
+    name = tmp.name
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    target = name[1 : -len(".tmp")].rpartition(".")[0]
+    return target if target.endswith(SUFFIX) else None
+
+
+def temporaries(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The temporary files in the cache folder: builds under way, or left by killed builders."""
+    folder = cache_dir(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f".*{SUFFIX}.*.tmp") if _temporary_target(p) and p.is_file())
+
+
+@contextlib.contextmanager
+def _if_unlocked(lock_path: Path) -> Iterator[bool]:
+    """Yield True, holding the builders' lock ``lock_path``, when no process holds it; else False.
+
+    A builder holds its lock from before it creates its temporary file until it is renamed
+    or removed, so a temporary file whose lock is free was left by a killed builder.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock: cannot tell a live builder from a dead one
+        yield False
+        return
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:  # no lock file: no builder (each one creates it first)
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(directory: str | os.PathLike | None = None, target: str | None = None) -> list[Path]:
+    """Remove the temporary files left by killed builders (of ``target`` only, when given).
+
+    A temporary file is removed only when no process holds its cache's lock, so a build under
+    way is never disturbed. Best effort: files that cannot be removed are kept. Returns the
+    removed files.
+    """
+    folder = cache_dir(directory)
+    removed = []
+    for tmp in temporaries(folder):
+        name = _temporary_target(tmp)
+        if target is not None and name != target:
+            continue
+        with _if_unlocked(folder / f"{name}.lock") as free:
+            if free:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
+def remove_lock_file(path: Path) -> None:
+    """Remove ``<path>.lock`` unless a builder holds it (then it stays: the build needs it)."""
+    lock_path = Path(str(path) + ".lock")
+    with _if_unlocked(lock_path) as free:
+        if free:
+            lock_path.unlink(missing_ok=True)
 
 
 # -- raw datasets ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,13 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _parse_pairs(values: list[str], option: str) -> dict[str, object]:
@@ -54,8 +62,25 @@ def _folder(cache_dir: Optional[str]) -> Path:
     return folder
 
 
-def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
-    from ..cache import SUFFIX, list_caches
+def _looks_like_cache(path: Path) -> bool:
+    """A cache file, even a broken one: an HDF5 file with any of a cache's attributes, or a file
+    HDF5 cannot read that is named like a cache. So `mmal cache rm` never deletes someone's
+    own HDF5 data file (even one named like a cache).
+    """
+    from ..cache import is_cache_name
+
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            names = set(h5.attrs)
+    except Exception:  # noqa: BLE001 - truncated, corrupt, not HDF5: a broken cache if named like one
+        return is_cache_name(path.name)
+    return bool(names & {"format", "key", "dataset", "checksum", "complete"})
+
+
+def _targets(targets: list[str], cache_dir: Optional[str], removing: bool = False) -> list[Path]:
+    from ..cache import SUFFIX, is_cache_name, list_caches
 
     folder = _folder(cache_dir)
     if not targets:
@@ -66,11 +91,18 @@ def _targets(targets: list[str], cache_dir: Optional[str]) -> list[Path]:
         if p.suffix == SUFFIX:
             if not p.exists():
                 raise MmalError(f"cache {p}: no such file")
+            if not p.is_file():
+                raise MmalError(f"cache {p}: not a file, expected a cache file (<dataset>-<key>{SUFFIX})")
+            if removing and not _looks_like_cache(p):
+                raise MmalError(
+                    f"cache {p}: not an mmal cache (expected a file named <dataset>-<key>{SUFFIX} or one with mmal's "
+                    "cache attributes); not removed"
+                )
             paths.append(p)
             continue
-        # A dataset name: every cache file of that dataset in the folder.
+        # A dataset name: every cache file of that dataset in the folder (a broken one by its name).
         matches = [info.path for info in list_caches(folder) if info.attrs.get("dataset") == target
-                   or (not info.ok and info.path.name.startswith(f"{target}-"))]
+                   or (not info.ok and is_cache_name(info.path.name, target))]
         if not matches:
             if p.exists():  # never treat (and `rm`) an arbitrary file as a cache
                 raise MmalError(f"cache {p}: not a cache file (cache files end in {SUFFIX}) and no dataset of that name has a cache in {folder}")
@@ -114,11 +146,19 @@ def build(
 @cache_app.command("list")
 def list_(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP)) -> None:
     """List the cache files of the cache folder, with their dataset, encoders and size."""
-    from ..cache import list_caches
+    from ..cache import list_caches, temporaries
 
     folder = _folder(cache_dir)
     console.print(f"cache folder: {folder}", highlight=False)
     infos = list_caches(folder)
+    temps = temporaries(folder)
+    if temps:
+        size = sum(_file_size(t) for t in temps)
+        console.print(
+            f"{len(temps)} temporary file(s) ({_size(size)}): builds under way or left by killed builds; "
+            "the next build or `mmal cache rm --all` removes those of killed builds",
+            highlight=False,
+        )
     if not infos:
         console.print("no caches yet (they are built by `mmal cache build DATASET` or by the first run)")
         return
@@ -173,16 +213,27 @@ def rm(
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=_DIR_HELP),
 ) -> None:
     """Remove caches (they are rebuilt on the next run that needs them)."""
+    from ..cache import remove_lock_file, remove_temporaries
+
     if not targets and not all_:
         raise MmalError("cache rm: name cache files or datasets, or pass --all")
-    paths = _targets(targets or [], cache_dir)
+    if targets and all_:
+        raise MmalError("cache rm: name cache files or datasets, or pass --all, not both")
+    paths = _targets(targets or [], cache_dir, removing=True)
     for path in paths:
         try:
             path.unlink()
-            Path(str(path) + ".lock").unlink(missing_ok=True)
         except OSError as err:
             raise MmalError(f"cache {path}: cannot be removed ({err.strerror or err})") from None
+        with contextlib.suppress(OSError):
+            remove_lock_file(path)  # kept while a builder holds it
+            for tmp in remove_temporaries(path.parent, target=path.name):
+                console.print(f"removed {tmp} (left by a killed build)", highlight=False)
         console.print(f"removed {path}", highlight=False)
+    if all_:
+        with contextlib.suppress(OSError):
+            for tmp in remove_temporaries(_folder(cache_dir)):
+                console.print(f"removed {tmp} (left by a killed build)", highlight=False)
     if not paths:
         console.print("no caches to remove")
 
