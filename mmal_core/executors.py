@@ -107,6 +107,18 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}{where}"
 
 
+class NotRetried(str):
+    """The error of an attempt that another attempt would only repeat: an :class:`MmalError`
+    (a plugin that breaks the contract, a corrupt cache, a bad parameter) fails the same way
+    every time, unlike a killed worker or an out-of-memory error, so it is not retried."""
+
+
+def _error_of(err: BaseException) -> str:
+    """One line for a failed attempt, marked :class:`NotRetried` when retrying cannot help."""
+    text = describe_error(err)
+    return NotRetried(text) if isinstance(err, MmalError) else text
+
+
 def _exit_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -183,7 +195,8 @@ def _notify_failure(callbacks: Callbacks, spec: RunSpec, attempt: int, reason: s
 class Executor:
     """Runs a list of runs; subclasses say where.
 
-    retries: how many times a run whose worker died or raised is started again.
+    retries: how many times a run whose worker died or raised is started again (an
+    :class:`MmalError` is not: it would fail the same way again, see :class:`NotRetried`).
     worker: the function a worker calls with a :class:`RunTask` (and the dataset, when
     the executor ships it); tests pass a wrapper that injects failures.
     """
@@ -238,7 +251,7 @@ class _SlotScheduler(Executor):
                         outcomes[index] = outcome
                         callbacks.run_finished(outcome)
                         continue
-                    will_retry = attempt <= self.retries
+                    will_retry = attempt <= self.retries and not isinstance(error, NotRetried)
                     _notify_failure(callbacks, spec, attempt, error, will_retry)
                     if will_retry:
                         pending.appendleft((index, attempt + 1))
@@ -295,7 +308,7 @@ def _process_main(worker: Callable[..., RunOutcome], task: RunTask, conn, lifeli
     try:
         outcome = worker(task)
     except BaseException as err:  # everything goes back to the parent as one line
-        conn.send(("error", describe_error(err)))
+        conn.send(("final" if isinstance(err, MmalError) else "error", describe_error(err)))
     else:
         conn.send(("ok", outcome))
     finally:
@@ -372,8 +385,8 @@ class LocalExecutor(_SlotScheduler):
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as err:
-                    error = describe_error(err)
-                    will_retry = attempt <= self.retries
+                    error = _error_of(err)
+                    will_retry = attempt <= self.retries and not isinstance(error, NotRetried)
                     _notify_failure(callbacks, spec, attempt, error, will_retry)
                     if not will_retry:
                         tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
@@ -428,6 +441,8 @@ class LocalExecutor(_SlotScheduler):
                 ended.append((attempt, payload, None))
             elif kind == "error":
                 ended.append((attempt, None, payload))
+            elif kind == "final":
+                ended.append((attempt, None, NotRetried(payload)))
             else:
                 ended.append((attempt, None, _exit_reason(attempt.process.exitcode)))
         return ended

@@ -47,6 +47,16 @@ def killed_on_first_attempt(task, dataset=None):
     return execute_task(task, dataset)
 
 
+def contract_error(task, dataset=None):
+    """The margin run commits one round, then fails as a plugin breaking the contract does."""
+    if task.spec.strategy.name == "margin":
+        def fail():
+            from mmal_core import MmalError
+            raise MmalError("strategy 'margin': select() returned duplicate positions")
+        _one_round_then(task, dataset, fail)
+    return execute_task(task, dataset)
+
+
 def always_raises(task, dataset=None):
     """Every attempt commits one more round of the margin run, then raises."""
     if task.spec.strategy.name == "margin":
@@ -205,6 +215,18 @@ def test_one_worker_runs_here_and_retries_raised_errors(tmp_path, reference, fau
     assert re.fullmatch(r"failed after 1 attempt: RuntimeError: injected failure \(at mmal_faulty_workers\.py:\d+\)",
                         outcomes[1].error)
     assert recorder.failures[0][:2] == ("margin", 1) and recorder.failures[0][3] is False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_mmal_error_is_not_retried(tmp_path, reference, faulty, workers):
+    # it would only fail the same way again: one attempt, however many retries are allowed
+    cfg, _ = reference
+    recorder = Recorder()
+    outcomes = run_experiment(cfg, str(tmp_path / "final.db"), recorder,
+                              executor=LocalExecutor(workers=workers, retries=3, worker=faulty.contract_error))
+    assert [o.status for o in outcomes] == ["finished", "failed"]
+    assert outcomes[1].error == "failed after 1 attempt: strategy 'margin': select() returned duplicate positions"
+    assert [(f[0], f[1], f[3]) for f in recorder.failures] == [("margin", 1, False)]
 
 
 @pytest.mark.parametrize(
