@@ -167,4 +167,6 @@ class ScoreStrategy(Strategy):
                 f"strategy {self.name or type(self).__name__}: score() must return {n} numbers "
                 f"(one per unlabeled sample), got {got}"
             )
+        if n and np.isnan(scores).all():  # NaN ranks last; only NaN would be a silent random pick
+            raise MmalError(f"strategy {self.name or type(self).__name__}: score() returned only NaN for {n} samples")
         return scores
