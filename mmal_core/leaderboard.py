@@ -386,26 +386,46 @@ def render_json(lb: dict[str, Any]) -> str:
     return json.dumps(lb, indent=2, sort_keys=True, default=str) + "\n"
 
 
+def plot_text(text: str) -> str:
+    """``text`` as matplotlib shows it literally: ``$`` would start mathtext (and a malformed
+    formula fails the whole figure) and a leading ``_`` hides a legend entry."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
 def learning_curve_png(bench: dict[str, Any]) -> str:
-    """A learning-curve plot (mean accuracy ± std over seeds per strategy) as base64 PNG."""
+    """A learning-curve plot (mean accuracy ± std over seeds per strategy) as base64 PNG.
+
+    Strategy labels come from submitters: they are drawn literally (:func:`plot_text`), and
+    should one still fail to render, the plot is drawn without the legend rather than failing
+    the page.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.6), dpi=90)
-    ax = fig.add_subplot(1, 1, 1)
-    for strategy, c in sorted(bench["curves"].items()):
-        x, m, s = np.array(c["n_labeled"]), np.array(c["mean"]), np.array(c["std"])
-        ax.plot(x, m, marker="o", markersize=3, label=strategy)
-        ax.fill_between(x, m - s, m + s, alpha=0.15)
-    ax.set_xlabel("labeled samples")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(bench["name"])
-    ax.grid(alpha=0.3)
-    if bench["curves"]:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    def draw(legend: bool) -> str:
+        fig = Figure(figsize=(6.4, 3.6), dpi=90)
+        ax = fig.add_subplot(1, 1, 1)
+        for strategy, c in sorted(bench["curves"].items()):
+            x, m, s = np.array(c["n_labeled"]), np.array(c["mean"]), np.array(c["std"])
+            ax.plot(x, m, marker="o", markersize=3, label=plot_text(strategy))
+            ax.fill_between(x, m - s, m + s, alpha=0.15)
+        ax.set_xlabel("labeled samples")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(plot_text(bench["name"]))
+        ax.grid(alpha=0.3)
+        if bench["curves"] and legend:
+            ax.legend(fontsize=7, loc="lower right")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. glyphs missing from the font
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", metadata={"Software": None})
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    try:
+        return draw(legend=True)
+    except Exception:  # noqa: BLE001 - a label matplotlib cannot render must not break the page
+        return draw(legend=False)
 
 
 _CSS = """

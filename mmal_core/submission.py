@@ -40,13 +40,14 @@ import json
 import math
 import sys
 import threading
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .config import format_validation_error
 from .errors import MmalError
@@ -55,24 +56,41 @@ SCHEMA_VERSION = 1
 
 
 # -- the schema -------------------------------------------------------------------------------
+def _display_text(value: str) -> str:
+    """A name shown on leaderboards: no control or invisible formatting characters (bidi
+    overrides, zero-width spaces: they let one label pose as another) and no leading or
+    trailing whitespace (``"margin "`` would look like ``"margin"``)."""
+    if value != value.strip():
+        raise ValueError("leading or trailing whitespace is not allowed")
+    bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"control or invisible formatting character U+{ord(bad):04X} is not allowed")
+    return value
+
+
+#: A string shown to readers (names, labels, versions).
+DisplayText = Annotated[str, AfterValidator(_display_text)]
+
+
 class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a seed of ``true`` or an id of ``"5"`` is a schema error, not silently coerced
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class BenchmarkRef(_Doc):
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayText = Field(min_length=1, max_length=200)
     hash: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
 class StrategyRef(_Doc):
-    name: str = Field(min_length=1, max_length=200)
-    label: str = Field(min_length=1, max_length=500)
+    name: DisplayText = Field(min_length=1, max_length=200)
+    label: DisplayText = Field(min_length=1, max_length=500)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class PluginRef(_Doc):
-    distribution: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1, max_length=100)
+    distribution: DisplayText = Field(min_length=1, max_length=200)
+    version: DisplayText = Field(min_length=1, max_length=100)
     source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -12,8 +12,12 @@ API (JSON):
 Pages (HTML): ``/`` (every benchmark's ranked table and learning-curve plot) and
 ``/submissions/{id}``.
 
-Checks on a submission, in this order: bearer token (401), per-token rate limit (429), body
-size (413), JSON syntax (400), schema and version (422). A refused request changes nothing.
+Checks on a submission, in this order: bearer token (401), per-token rate limit (429), a
+Content-Type that is not JSON (415), body size (413), JSON syntax, including NaN/Infinity,
+numbers that overflow to infinity and nesting deeper than :data:`MAX_JSON_DEPTH` (400),
+schema and version (422). A refused request changes nothing. Every error, unknown routes
+and methods included, is a JSON object ``{"error": ...}``; a database that stays locked
+answers 503 with Retry-After instead of hanging or failing with a bare 500.
 Every string that came from a request is escaped when it is put into HTML, and the pages
 are served with a Content-Security-Policy that allows no scripts at all.
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import html
 import json
+import logging
+import math
 import threading
 import time
 from collections import deque
@@ -29,8 +35,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..benchmarks import all_benchmarks
 from ..errors import MmalError
@@ -43,6 +52,12 @@ from .worker import VerificationWorker
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 #: Submissions per token per minute.
 DEFAULT_RATE_LIMIT = 30
+#: Deepest accepted nesting of arrays and objects in a submission (a real one needs < 10).
+MAX_JSON_DEPTH = 64
+#: Largest id a path may name (SQLite's INTEGER range); larger ones are simply not found.
+_MAX_ID = 2**63 - 1
+
+log = logging.getLogger("mmal.server")
 
 _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'")
@@ -69,6 +84,46 @@ class RateLimiter:
                 return False, max(events[0] + self.window - now, 0.0)
             events.append(now)
             return True, 0.0
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON (use a finite number or null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows a 64-bit float")
+    return value
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays/objects at most ``limit`` levels deep (iterative)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a request body as strict JSON (RFC 8259); raises ValueError saying why not.
+
+    Refuses what Python's json module would let through: NaN, Infinity and -Infinity, numbers
+    that overflow to infinity (``1e400``), and nesting deeper than ``max_depth`` (which would
+    otherwise exhaust the interpreter's recursion limit somewhere later).
+    """
+    text = body.decode("utf-8")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    if not _depth_ok(data, max_depth):
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    return data
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -99,8 +154,15 @@ def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | No
     for (bname, label, submitter) in latest:
         labels.setdefault((bname, label), set()).add(submitter)
     curves = []
-    for (bname, label, submitter), row in latest.items():
+    taken: set[tuple[str, str]] = set()
+    # oldest submission first, so a name once shown keeps belonging to the same submission
+    for (bname, label, submitter), row in sorted(latest.items(), key=lambda item: item[1]["id"]):
         shown = label if len(labels[(bname, label)]) == 1 else f"{label} [{submitter}]"
+        # A label may itself look like "margin [alice]": never let two submissions share a row
+        # name (their seeds would be merged into one curve); the later one gets its id added.
+        while (bname, shown) in taken:
+            shown = f"{shown} (#{int(row['id'])})"
+        taken.add((bname, shown))
         for seed in json.loads(row["replayed"] or "[]"):
             curves.append(Curve(bname, shown, int(seed["seed"]), list(seed["n_labeled"]), seed["metrics"],
                                 {"submission": row["id"], "submitter": submitter}))
@@ -118,6 +180,8 @@ def plugin_check(doc: dict[str, Any]) -> str:
         ours = source_hash(name)
     except MmalError:
         return f"strategy '{name}' is not installed here"
+    except Exception as err:  # a broken plugin on this server must not break the page
+        return f"strategy '{name}' cannot be inspected here ({type(err).__name__})"
     if dist != plugin["distribution"]:
         return f"here '{name}' comes from {dist} {version}, not {plugin['distribution']}"
     if ours == plugin["source_hash"]:
@@ -154,6 +218,22 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
     app.state.worker = worker
     app.state.limiter = limiter
 
+    # every error is {"error": ...}, like the API's own refusals
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def path_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, exc: OperationalError):
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error(503, "the server's database is busy or unavailable; retry later", **{"Retry-After": "5"})
+
     @app.post("/api/submissions", status_code=202)
     async def submit(request: Request):
         auth = request.headers.get("authorization", "")
@@ -168,6 +248,9 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         if not allowed:
             return _error(429, f"rate limit: at most {limiter.limit} submissions per minute per token",
                           **{"Retry-After": str(int(retry) + 1)})
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            return _error(415, f"Content-Type {ctype[:100]}: send the submission as application/json")
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):
             return _error(413, f"request body larger than the limit of {max_body} bytes")
@@ -177,7 +260,7 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
             if len(body) > max_body:
                 return _error(413, f"request body larger than the limit of {max_body} bytes")
         try:
-            data = await run_in_threadpool(lambda: json.loads(bytes(body).decode("utf-8")))
+            data = await run_in_threadpool(parse_json_body, bytes(body))
         except (UnicodeDecodeError, ValueError) as err:
             return _error(400, f"malformed JSON: {err}")
         try:
@@ -198,7 +281,7 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
 
     @app.get("/api/submissions/{submission_id}")
     def submission_status(submission_id: int):
-        row = store.submission(submission_id)
+        row = store.submission(submission_id) if 0 <= submission_id <= _MAX_ID else None
         if row is None:
             return _error(404, f"no submission {submission_id}")
         return {
@@ -259,7 +342,7 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
 
     @app.get("/submissions/{submission_id}", response_class=HTMLResponse)
     def submission_page(submission_id: int):
-        row = store.submission(submission_id, with_document=True)
+        row = store.submission(submission_id, with_document=True) if 0 <= submission_id <= _MAX_ID else None
         e = html.escape
         if row is None:
             return _html(html_page("not found", f"<h1>No submission {int(submission_id)}</h1>"), 404)

@@ -51,8 +51,16 @@ class VerificationWorker:
             torch.set_num_threads(1)
         except Exception:  # torch missing: verify_submission reports it per submission
             pass
+        failures = 0
         while not self._stop.is_set():
-            job = self.store.claim_next()
+            try:
+                job = self.store.claim_next()
+            except Exception as err:  # e.g. the database locked by another process: wait, try again
+                failures += 1
+                log.warning("cannot read the submission queue (%s: %s); retrying", type(err).__name__, err)
+                self._stop.wait(min(self.poll_seconds * 2 ** min(failures, 6), 30.0))
+                continue
+            failures = 0
             if job is None:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
@@ -63,10 +71,27 @@ class VerificationWorker:
         """Replay one claimed submission and record the verdict."""
         try:
             verdict = verify_submission(parse_submission(job["document"]), self.cache)
-            self.store.finish(job["id"], verdict.status, verdict.reason,
-                              verdict.replayed if verdict.status == "verified" else None, verdict.selection)
+            outcome = (verdict.status, verdict.reason, verdict.replayed if verdict.status == "verified" else None,
+                       verdict.selection)
         except MmalError as err:
-            self.store.finish(job["id"], "rejected", str(err), None)
+            outcome = ("rejected", str(err), None, None)
         except Exception as err:  # a bug must not stop the worker; the submission says what happened
             log.error("replay of submission %s failed:\n%s", job["id"], traceback.format_exc())
-            self.store.finish(job["id"], "rejected", f"internal error during replay: {type(err).__name__}: {err}", None)
+            outcome = ("rejected", f"internal error during replay: {type(err).__name__}: {err}", None, None)
+        self._record(job["id"], *outcome)
+
+    def _record(self, submission_id: int, status: str, reason: str, replayed, selection) -> None:
+        """Store a verdict, retrying while the database is locked; a verdict that could not be
+        stored before :meth:`stop` leaves the submission ``verifying``, and the next start puts
+        it back in the queue (it is replayed again, never lost)."""
+        delay = self.poll_seconds
+        while True:
+            try:
+                self.store.finish(submission_id, status, reason, replayed, selection)
+                return
+            except Exception as err:
+                log.warning("cannot store the verdict of submission %s (%s: %s); retrying",
+                            submission_id, type(err).__name__, err)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
