@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from mmal_core import MmalError  # noqa: E402
 from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
-from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env  # noqa: E402
+from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, api_client, plugin_env  # noqa: E402
 from mmal_core.submission import parse_submission, verify_submission  # noqa: E402
 from _support import cli_in_process  # noqa: E402
 
@@ -128,15 +128,8 @@ def test_schema_errors_name_the_key():
 # -- the HTTP API in process -------------------------------------------------------------------------------------
 @pytest.fixture
 def api(tmp_path, tiny):
-    url = f"sqlite:///{tmp_path / 'server.db'}"
-    store = ServerStore(url)
-    tokens = {name: store.create_token(name) for name in ("alice", "bob", "burst")}
-    store.close()
     # a small rate limit for the "burst" test; the other tests stay far below it per token
-    app = create_app(url, max_body=64 * 1024, rate_limit=5, verify=False)
-    with TestClient(app) as client:
-        client.tokens = tokens
-        client.store = app.state.store
+    with api_client(tmp_path / "server.db", ("alice", "bob", "burst"), rate_limit=5) as client:
         yield client
 
 

@@ -14,13 +14,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from mmal_core.leaderboard import html_sections, learning_curve_png  # noqa: E402
-from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.app import leaderboard_from_submissions, parse_json_body  # noqa: E402
 from mmal_core.server.storage import ServerStore  # noqa: E402
+from mmal_core.server.testing import api_client  # noqa: E402
 from mmal_core.server.worker import VerificationWorker  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'
@@ -28,14 +27,8 @@ EVIL = '<script>alert("pwned")</script>'
 
 @pytest.fixture
 def api(tmp_path, tiny):
-    url = f"sqlite:///{tmp_path / 'server.db'}"
-    store = ServerStore(url)
-    tokens = {name: store.create_token(name) for name in ("alice", "bob", "carol")}
-    store.close()
-    app = create_app(url, max_body=64 * 1024, rate_limit=0, verify=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.tokens = tokens
-        client.store = app.state.store
+    with api_client(tmp_path / "server.db", ("alice", "bob", "carol"), rate_limit=0,
+                    raise_server_exceptions=False) as client:
         yield client
 
 

@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..submission import ReplayCache
 
@@ -61,6 +62,30 @@ def write_benchmark_plugin(folder: Path, specs: list[dict[str, Any]] | None = No
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[mmal]\n{dist} = {module}\n")
     return folder
+
+
+@contextmanager
+def api_client(db_path: Path, token_names: tuple[str, ...], *, rate_limit: int, max_body: int = 64 * 1024,
+               raise_server_exceptions: bool = True) -> Iterator[Any]:
+    """An in-process client of a fresh server (no verification worker) on ``db_path``.
+
+    The client carries ``tokens`` (name -> token, one per name) and ``store`` (the app's
+    ServerStore). Needs the test extra (fastapi, httpx).
+    """
+    from fastapi.testclient import TestClient
+
+    from .app import create_app
+    from .storage import ServerStore
+
+    url = f"sqlite:///{db_path}"
+    store = ServerStore(url)
+    tokens = {name: store.create_token(name) for name in token_names}
+    store.close()
+    app = create_app(url, max_body=max_body, rate_limit=rate_limit, verify=False)
+    with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
+        client.tokens = tokens
+        client.store = app.state.store
+        yield client
 
 
 def free_port() -> int:
