@@ -18,6 +18,13 @@ from .diversity import check_budget, check_device, torch_device
 from .geometry import CHUNK_BYTES, block_bytes
 
 
+#: Upper bounds of the sample counts: each MC pass is a forward pass over the whole pool
+#: (the loop keeps T x n x C probabilities), and a leaderboard server replays submitted
+#: parameters, so an absurd count must be a parameter error rather than a stalled run.
+MAX_MC_SAMPLES = 1000
+MAX_NUM_SAMPLES = 100_000
+
+
 def mutual_information(mc_probs: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """(n,) BALD score I[y; w | x] = H[mean_t p_t] - mean_t H[p_t], in nats.
 
@@ -65,7 +72,7 @@ class BALD(ScoreStrategy):
     between the prediction and the weights, from T forward passes with dropout on.
 
     Parameters:
-        mc_samples: T, the number of MC-dropout passes the loop computes (>= 1).
+        mc_samples: T, the number of MC-dropout passes the loop computes (1 to 1000).
     """
 
     name = "bald"
@@ -73,7 +80,7 @@ class BALD(ScoreStrategy):
     requires = frozenset({"mc_probs"})
 
     def __init__(self, mc_samples: int = 20):
-        self.mc_samples = check_int("mc_samples", mc_samples, 1)
+        self.mc_samples = check_int("mc_samples", mc_samples, 1, MAX_MC_SAMPLES)
 
     def view_params(self) -> dict[str, int]:
         """Settings for the loop's model pass: T MC-dropout samples."""
@@ -104,8 +111,9 @@ class BatchBALD(Strategy):
     about 4e9 multiply-adds per pick: BatchBALD is meant for small batches.
 
     Parameters:
-        mc_samples: T, the number of MC-dropout passes (>= 1).
-        num_samples: most label configurations kept (exact below that, sampled above).
+        mc_samples: T, the number of MC-dropout passes (1 to 1000).
+        num_samples: most label configurations kept (exact below that, sampled above;
+            1 to 100,000).
         device: ``auto`` | ``cpu`` | ``cuda``.
     """
 
@@ -114,8 +122,8 @@ class BatchBALD(Strategy):
     requires = frozenset({"mc_probs"})
 
     def __init__(self, mc_samples: int = 20, num_samples: int = 1000, device: str = "auto"):
-        self.mc_samples = check_int("mc_samples", mc_samples, 1)
-        self.num_samples = check_int("num_samples", num_samples, 1)
+        self.mc_samples = check_int("mc_samples", mc_samples, 1, MAX_MC_SAMPLES)
+        self.num_samples = check_int("num_samples", num_samples, 1, MAX_NUM_SAMPLES)
         self.device = check_device(device)
 
     def view_params(self) -> dict[str, int]:

@@ -21,7 +21,7 @@ def test_conformance(cls, params):
 
 
 @pytest.mark.parametrize("cls", [BALD, BatchBALD])
-@pytest.mark.parametrize("bad", [0, -3, 2.5, "20"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "20", 1001, 10**9])
 def test_mc_samples_must_be_a_positive_integer(cls, bad):
     with pytest.raises(MmalError, match="parameter 'mc_samples'"):
         cls(mc_samples=bad)
@@ -161,6 +161,7 @@ def test_batchbald_sampled_configurations_track_the_exact_choice():
     assert np.array_equal(sampled, again)
 
 
-def test_batchbald_num_samples_is_validated():
+@pytest.mark.parametrize("bad", [0, 100_001])
+def test_batchbald_num_samples_is_validated(bad):
     with pytest.raises(MmalError, match="parameter 'num_samples'"):
-        BatchBALD(num_samples=0)
+        BatchBALD(num_samples=bad)
