@@ -463,7 +463,11 @@ def run_experiment(
         experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)
         specs = run_specs(config)
         # Run ids in the config's order, whichever order workers reach the runs in.
-        store.reserve_runs(experiment_id, [(spec.key, run_fields(spec, build_strategy(spec.strategy))) for spec in specs])
+        strategies: dict[str, Any] = {}  # one instance per configured strategy, not per run
+        for spec in specs:
+            if spec.strategy.label not in strategies:
+                strategies[spec.strategy.label] = build_strategy(spec.strategy)
+        store.reserve_runs(experiment_id, [(spec.key, run_fields(spec, strategies[spec.strategy.label])) for spec in specs])
         if executor is not None:
             return executor.run(specs, store, experiment_id, callbacks)
         datasets = _DatasetCache()
