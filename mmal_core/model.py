@@ -248,7 +248,8 @@ class FusionMLP(Model):
         index = np.arange(len(split)) if index is None else np.asarray(index, dtype=np.int64)
         n, names = len(index), [m.name for m in self.modalities_]
         M = len(names)
-        subsets = [s for r in range(1, M + 1) for s in combinations(range(M), r)] if "subset_probs" in want else []
+        # every subset, the empty one first: () is the fused prediction with every modality masked
+        subsets = [s for r in range(0, M + 1) for s in combinations(range(M), r)] if "subset_probs" in want else []
         T = int(params.get("mc_samples", 20)) if "mc_probs" in want else 0
         device = next(self.net_.parameters()).device
         out: dict[str, Any] = {}

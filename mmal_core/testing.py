@@ -52,7 +52,7 @@ def synthetic_view(
     lmask = rng.random((n_labeled, M)) > missing_rate
     lmask[~lmask.any(axis=1), 0] = True
     subsets = {}
-    for r in range(1, M + 1):
+    for r in range(0, M + 1):  # the empty subset too: the all-masked prediction
         from itertools import combinations
 
         for s in combinations(modalities, r):

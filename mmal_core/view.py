@@ -20,7 +20,8 @@ Fields (``n`` unlabeled samples, ``n_l`` labeled, ``C`` classes, ``M`` modalitie
 ``labeled_modality_embeddings`` {modality: (n_l, d_m)} the same for the labeled set
 ``mc_probs``                (T, n, C) fused probabilities under T MC-dropout passes
 ``subset_probs``            {tuple of modalities: (n, C)} fused probabilities when only that
-                            subset is present (every non-empty subset; used for Shapley)
+                            subset is present (every subset; the empty tuple ``()`` is the
+                            prediction with every modality masked; used for Shapley)
 ``mask``                    (n, M) bool, True where a modality is present
 ``labeled_mask``            (n_l, M) bool
 ``modalities``              list of the M modality names, in mask column order

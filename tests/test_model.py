@@ -33,8 +33,13 @@ def test_each_fusion_trains_and_predicts_every_field(fusion):
     assert out["embeddings"].shape == (20, 16)
     assert set(out["modality_probs"]) == {"a", "b"} and out["modality_embeddings"]["b"].shape == (20, 16)
     assert out["mc_probs"].shape == (3, 20, 3)
-    assert set(out["subset_probs"]) == {("a",), ("b",), ("a", "b")}
+    assert set(out["subset_probs"]) == {(), ("a",), ("b",), ("a", "b")}
     assert np.allclose(out["subset_probs"][("a", "b")], out["probs"], atol=1e-6)
+    # (): every modality masked, so the prediction no longer depends on the sample
+    empty = out["subset_probs"][()]
+    assert np.allclose(empty, empty[:1], atol=1e-6) and np.allclose(empty.sum(1), 1, atol=1e-5)
+    masked = model.predict(pool, np.arange(100, 120), keep=np.array([False, False]))["probs"]
+    assert np.allclose(empty, masked, atol=1e-6)
     acc = (model.predict(pool)["probs"].argmax(1) == pool.labels).mean()
     assert acc > 0.6  # the signal is strong; a working network learns it
 

@@ -84,8 +84,8 @@ def make_inputs(n, d, n_classes, n_labeled, mc_samples, need, seed=0):
             out["mc_probs"] = np.stack([_softmax(logits + rng.standard_normal(logits.shape, dtype=np.float32))
                                         for _ in range(mc_samples)])
         if "subset_probs" in need:
-            out["subset_probs"] = {("a",): _softmax(logits * 0.7), ("b",): _softmax(logits * 0.3),
-                                   ("a", "b"): _softmax(logits)}
+            out["subset_probs"] = {(): _softmax(logits * 0.0), ("a",): _softmax(logits * 0.7),
+                                   ("b",): _softmax(logits * 0.3), ("a", "b"): _softmax(logits)}
     if "modality_embeddings" in need:
         half = d // 2
         out["modality_embeddings"] = {"a": np.ascontiguousarray(x[:, :half]), "b": np.ascontiguousarray(x[:, half:])}

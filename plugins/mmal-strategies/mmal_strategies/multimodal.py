@@ -64,20 +64,38 @@ def _patterns(mask: np.ndarray) -> np.ndarray:
 
 
 # -- BMMAL ---------------------------------------------------------------------------------------
-def bmmal_scales(probs: np.ndarray, subset_probs: dict, modalities: list[str]) -> np.ndarray:
+#: How BMMAL values the empty coalition: ``masked`` = the fused prediction with every modality
+#: masked (the authors' code), ``zero`` = 0 (mmal before 0.2, kept for comparison).
+BMMAL_EMPTY = ("masked", "zero")
+
+
+def bmmal_scales(probs: np.ndarray, subset_probs: dict, modalities: list[str], empty: str = "masked") -> np.ndarray:
     """(n, M) gradient-block scales of BMMAL (Shen et al., 2023, Sec. 3).
 
     For every sample, with ``y_hat = argmax probs``, the value of a coalition ``S`` of
-    modalities is the fused probability of ``y_hat`` when only ``S`` is present
-    (``subset_probs``), and the empty coalition is worth 0, as in the authors' code. The
-    per-sample Shapley values ``phi_m`` give contributions ``c_m = |phi_m| / sum_k |phi_k|``
-    (uniform when all are 0); the strongest modality keeps scale 1 and every other is scaled
-    by ``1 - (c_max - c_m)``. For two modalities this is exactly the authors' rule
-    (``scale_weak = 1 - (c_strong - c_weak)``, a tie leaves both at 1).
+    modalities is the fused softmax probability of the predicted class ``y_hat`` when only
+    ``S`` is present (``subset_probs[S]``). The empty coalition is, as in the authors' code,
+    the same fused prediction with every modality masked (``subset_probs[()]``), not 0:
+    ``exp/exp_pl.py`` (``predict_step``) of github.com/MengShen0709/bmmal runs the model on
+    zeroed features of m1, of m2 and of both, takes the softmax, and forms per class
+    ``delta_m1 = (p - p_drop_m1 + p_drop_m2 - p_drop_both) / 2`` (the two-player Shapley
+    value with ``v(empty) = p_drop_both``) and ``contribution_m1 = |delta_m1| / (|delta_m1| +
+    |delta_m2|)``; ``run/runner.py`` then reads the contributions at ``argmax`` of the fused
+    probabilities and sets ``scale_weak = 1 - (c_strong - c_weak)``, a tie leaving both at 1.
+    mmal's masked modality (encoder output removed before fusion) stands in for their zeroed
+    features. ``empty="zero"`` values the empty coalition at 0 instead (what mmal did
+    before following the authors): each ``phi_m`` then grows by ``v(empty) / M`` and the scales differ.
+
+    The per-sample Shapley values ``phi_m`` give contributions ``c_m = |phi_m| / sum_k |phi_k|``
+    (uniform when all are 0, where the authors' code divides 0 by 0); the strongest modality
+    keeps scale 1 and every other is scaled by ``1 - (c_max - c_m)``. For two modalities this
+    is exactly the authors' rule.
 
     probs: (n, C) fused probabilities; subset_probs: {tuple of modality names: (n, C)} for
-    every non-empty coalition; modalities: the M names in mask order.
+    every coalition (the empty tuple only needed with ``empty="masked"``); modalities: the M
+    names in mask order.
     """
+    empty = check_choice("empty", empty, BMMAL_EMPTY)
     probs = np.asarray(probs, dtype=np.float64)
     n = probs.shape[0]
     M = len(modalities)
@@ -85,10 +103,11 @@ def bmmal_scales(probs: np.ndarray, subset_probs: dict, modalities: list[str]) -
     rows = np.arange(n)
     masks = coalition_masks(M)
     values = np.zeros((2**M, n))
-    for s in range(1, 2**M):
+    for s in range(0 if empty == "masked" else 1, 2**M):
         key = tuple(m for m, keep in zip(modalities, masks[s]) if keep)
         if key not in subset_probs:
-            raise MmalError(f"bmmal: subset_probs has no entry for the modality subset {key}")
+            what = "() (every modality masked)" if not key else str(key)
+            raise MmalError(f"bmmal: subset_probs has no entry for the modality subset {what}")
         values[s] = np.asarray(subset_probs[key], dtype=np.float64)[rows, y_hat]
     phi = np.abs(shapley_from_coalitions(values)).T  # (n, M)
     total = phi.sum(axis=1, keepdims=True)
@@ -104,7 +123,8 @@ class BMMAL(Strategy):
     block shrunk so that samples dominated by the strong modality look less diverse:
 
     1. per sample, modality contributions from Shapley values of the fused prediction under
-       modality ablation (:func:`bmmal_scales`), giving a scale ``s_m`` per modality;
+       modality ablation, the empty coalition being the all-masked prediction as in the
+       authors' code (:func:`bmmal_scales`), giving a scale ``s_m`` per modality;
     2. gradient block of modality m: ``s_m (p - onehot(y_hat)) (x) z_m``, with ``p`` the fused
        probabilities and ``z_m`` the modality's encoder output (``modality_embeddings``);
        for mmal's FusionMLP this is the authors' choice too (they pass the fused
@@ -125,6 +145,8 @@ class BMMAL(Strategy):
 
     Parameters:
         block: picks between two refreshes of the D^2 vector (0: after every pick).
+        empty: value of the empty coalition in the Shapley values: ``masked`` (default, as
+            the authors: the fused prediction with every modality masked) or ``zero``.
     """
 
     name = "bmmal"
@@ -132,15 +154,16 @@ class BMMAL(Strategy):
     requires = frozenset({"probs", "subset_probs", "modality_embeddings"})
     multimodal = True
 
-    def __init__(self, block: int = 64):
+    def __init__(self, block: int = 64, empty: str = "masked"):
         self.block = check_int("block", block, 0)
+        self.empty = check_choice("empty", empty, BMMAL_EMPTY)
 
     def gradient_blocks(self, view: PoolView) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(s_m * (p - onehot(y_hat)) (n, C), z_m (n, d_m)) for each modality m]."""
         probs = np.asarray(view.probs, dtype=np.float64)
         a = probs.copy()
         a[np.arange(len(a)), probs.argmax(axis=1)] -= 1.0
-        scales = bmmal_scales(probs, view.subset_probs, view.modalities)
+        scales = bmmal_scales(probs, view.subset_probs, view.modalities, self.empty)
         # Embeddings stay float32 (the distance kernel computes in float32 anyway): a float64
         # copy would double the peak memory of the selection for nothing.
         return [(a * scales[:, [j]], np.asarray(view.modality_embeddings[m], dtype=np.float32))

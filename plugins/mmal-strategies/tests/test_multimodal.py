@@ -205,14 +205,15 @@ def test_kcenter_quotas_are_checked():
 
 
 # -- bmmal -------------------------------------------------------------------------------------------
-def authors_rule(probs, only_m1, only_m2, z1, z2, budget, rng):
+def authors_rule(probs, only_m1, only_m2, none, z1, z2, budget, rng):
     """Independent re-derivation of the BMMAL selection for two modalities (Shen et al. 2023),
     written from the published rule with explicit gradient-embedding matrices."""
     n, C = probs.shape
     y = probs.argmax(axis=1)
-    # per-class Shapley-style deltas with the empty coalition at 0, as the authors compute them
-    d1 = (probs - only_m2 + only_m1) / 2
-    d2 = (probs - only_m1 + only_m2) / 2
+    # per-class Shapley deltas as the authors compute them: dropping m1 leaves only m2, and
+    # the empty coalition is the prediction with both modalities dropped (`none`)
+    d1 = (probs - only_m2 + only_m1 - none) / 2
+    d2 = (probs - only_m1 + only_m2 - none) / 2
     c1 = (np.abs(d1) / (np.abs(d1) + np.abs(d2)))[np.arange(n), y]
     c2 = (np.abs(d2) / (np.abs(d1) + np.abs(d2)))[np.arange(n), y]
     s1 = np.where(c1 > c2, 1.0, 1.0 - (c2 - c1))
@@ -239,24 +240,50 @@ def bmmal_inputs(n=40, C=4, d=(5, 3), seed=0):
         return rng.dirichlet(np.ones(C) * 0.7, size=n)
 
     full, only_m1, only_m2 = probs(), probs(), probs()
+    none = np.tile(probs()[:1], (n, 1))  # all masked: the same prediction for every sample
     z1, z2 = rng.normal(size=(n, d[0])), rng.normal(size=(n, d[1]))
     view = PoolView(
         probs=full,
-        subset_probs={("m1",): only_m1, ("m2",): only_m2, ("m1", "m2"): full},
+        subset_probs={(): none, ("m1",): only_m1, ("m2",): only_m2, ("m1", "m2"): full},
         modality_embeddings={"m1": z1, "m2": z2},
         modalities=["m1", "m2"],
     )
-    return view, (full, only_m1, only_m2, z1, z2)
+    return view, (full, only_m1, only_m2, none, z1, z2)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bmmal_picks_what_the_authors_rule_picks(seed):
-    view, (full, only_m1, only_m2, z1, z2) = bmmal_inputs(seed=seed)
+    view, (full, only_m1, only_m2, none, z1, z2) = bmmal_inputs(seed=seed)
     budget = 10
     ours = BMMAL(block=0).select(view, budget, np.random.default_rng(100 + seed)).tolist()
-    ref, ref_scales = authors_rule(full, only_m1, only_m2, z1, z2, budget, np.random.default_rng(100 + seed))
+    ref, ref_scales = authors_rule(full, only_m1, only_m2, none, z1, z2, budget, np.random.default_rng(100 + seed))
     assert ours == ref
     assert np.allclose(bmmal_scales(full, view.subset_probs, ["m1", "m2"]), ref_scales)
+    # valuing the empty coalition at 0 is a different rule: other scales, other picks
+    zero = BMMAL(block=0, empty="zero")
+    assert not np.allclose(bmmal_scales(full, view.subset_probs, ["m1", "m2"], "zero"), ref_scales)
+    assert zero.select(view, budget, np.random.default_rng(100 + seed)).tolist() != ref
+
+
+def test_bmmal_worked_case_empty_coalition_is_the_all_masked_prediction():
+    # v(m1, m2) = 0.9, v(m1) = 0.9, v(m2) = 0.5, v(empty) = 0.5 (probability of the predicted class)
+    full = onehot_probs([[0.9, 0.1]])
+    subsets = {(): onehot_probs([[0.5, 0.5]]), ("a",): full, ("b",): onehot_probs([[0.5, 0.5]]), ("a", "b"): full}
+    # the authors: phi_a = (0.4 + 0.4) / 2, phi_b = (0 + 0) / 2 -> contributions [1, 0] -> scales [1, 0]
+    assert bmmal_scales(full, subsets, ["a", "b"])[0] == pytest.approx([1.0, 0.0])
+    # v(empty) = 0: phi_a = 0.65, phi_b = 0.25 -> contributions [0.722, 0.278] -> scales [1, 0.556]
+    assert bmmal_scales(full, subsets, ["a", "b"], "zero")[0] == pytest.approx([1.0, 1 - 0.4 / 0.9])
+    assert 1 - 0.4 / 0.9 == pytest.approx(0.556, abs=5e-4)
+
+
+def test_bmmal_needs_the_all_masked_prediction_unless_told_otherwise():
+    full = onehot_probs([[0.9, 0.1]])
+    subsets = {("a",): full, ("b",): full, ("a", "b"): full}
+    with pytest.raises(MmalError, match=r"subset \(\) \(every modality masked\)"):
+        bmmal_scales(full, subsets, ["a", "b"])
+    assert bmmal_scales(full, subsets, ["a", "b"], "zero").tolist() == [[1.0, 1.0]]
+    with pytest.raises(MmalError, match="empty"):
+        construct(BMMAL, {"empty": "prior"}, "strategy 'bmmal'")
 
 
 def test_bmmal_blocked_draws_follow_the_same_d2_distribution():
@@ -286,7 +313,7 @@ def test_bmmal_scales_shrink_the_weaker_modality_only():
     full = onehot_probs([[0.9, 0.1], [0.9, 0.1]])
     only_m1 = onehot_probs([[0.9, 0.1], [0.5, 0.5]])
     only_m2 = onehot_probs([[0.5, 0.5], [0.5, 0.5]])
-    s = bmmal_scales(full, {("a",): only_m1, ("b",): only_m2, ("a", "b"): full}, ["a", "b"])
+    s = bmmal_scales(full, {("a",): only_m1, ("b",): only_m2, ("a", "b"): full}, ["a", "b"], "zero")
     # row 0: phi_a = (0.9 - 0.5 + 0.9) / 2 = 0.65, phi_b = (0.9 - 0.9 + 0.5) / 2 = 0.25
     assert s[0].tolist() == pytest.approx([1.0, 1.0 - (0.65 - 0.25) / 0.9])
     assert s[1].tolist() == pytest.approx([1.0, 1.0])  # symmetric row: a tie leaves both at 1
