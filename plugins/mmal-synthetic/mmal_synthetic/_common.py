@@ -25,7 +25,8 @@ from mmal_core.params import check_float, check_int
 
 #: Version of the generating code. It changes whenever the arrays produced for a given seed
 #: and parameters change; it is recorded in every dataset's ``info``.
-GENERATOR_VERSION = "1"
+#: 2: synergy samples of synthetic-interaction with three or more modalities are tighter.
+GENERATOR_VERSION = "2"
 
 #: Size of the fixed reference sample used to standardise each modality's signal.
 _REFERENCE_SIZE = 4096

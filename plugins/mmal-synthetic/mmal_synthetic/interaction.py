@@ -38,6 +38,20 @@ INTERACTIONS = TYPES + ("mixture",)
 TYPE_DIFFICULTY = {"redundant": 0.0, "unique": 0.5, "synergy": 1.0}
 
 
+def synergy_spread(n_modalities: int) -> float:
+    """Within-group spread of the synergy latents, relative to the other groups' unit spread.
+
+    ``1 / (M - 1)``: 1 for two modalities, 1/2 for three. The label of a synergy sample is a
+    function of the group indices of all M modalities together, a table of ``C^M`` cells
+    with no signal in any smaller subset; with unit spread and three modalities the cells
+    blur into each other and probes trained on the whole pool stay near chance (gradient
+    boosting 0.29, an MLP 0.33 at 1.0 training accuracy, 4 classes). Tighter groups keep
+    every cell learnable. Any strict subset stays at chance whatever the spread: its group
+    indices are independent of the label.
+    """
+    return 1.0 / (n_modalities - 1)
+
+
 def check_mixture(mixture: Any) -> list[float]:
     """Validate the mixture ratios; return them normalised, in :data:`TYPES` order."""
     if mixture is None:
@@ -96,7 +110,9 @@ class SyntheticInteraction(Dataset):
     * ``"synergy"``: modality ``m`` gets a latent of group ``S_{a_m}``, with the ``a_m``
       uniform and ``y = (a_0 + ... + a_{M-1}) mod C`` (XOR for two classes and two
       modalities). Any strict subset of the modalities is independent of ``y`` (chance
-      level); all together determine it.
+      level); all together determine it. The synergy groups' spread around their centres
+      is ``1 / (M - 1)`` (:func:`synergy_spread`; unit for two modalities), so that the
+      ``C^M`` combinations stay learnable jointly with more modalities.
     * ``"mixture"``: each sample draws its type with probabilities ``mixture``. As the three
       families have distinct centres, the type of a sample can be told from its features,
       and a joint classifier can learn which modalities to trust for which sample.
@@ -143,7 +159,8 @@ class SyntheticInteraction(Dataset):
 
     name = "synthetic-interaction"
     summary = "Synthetic: redundant / unique / synergistic label information across modalities, or a mixture"
-    version = "1"
+    #: 2: synergy samples with three or more modalities are drawn tighter (same arrays for two)
+    version = "2"
 
     def __init__(
         self,
@@ -214,6 +231,10 @@ class SyntheticInteraction(Dataset):
             groups[syn, -1] = (y[syn] - groups[syn, :-1].sum(axis=1)) % c
             groups[syn] += 2 * c
             z = latent.sample(r, groups.reshape(-1)).reshape(n, m_count, -1)
+            spread = synergy_spread(m_count)
+            if spread != 1.0 and syn.any():  # never touched for two modalities: same arrays as ever
+                centres = latent.centers[groups[syn], 0]
+                z[syn] = centres + spread * (z[syn] - centres)
             z[red] = z[red, :1]  # redundant samples share one latent across modalities
             feats = []
             for j, f in enumerate(maps):
