@@ -10,6 +10,7 @@ import pytest
 
 from mmal_core import MmalError
 from mmal_core.cache import make_encoder
+from mmal_core.testing import parametrize_with_checks
 from mmal_encoders import EfficientNetLite0Encoder, IdentityEncoder, MfccStatsEncoder, MiniLMEncoder, TextHashEncoder, mfcc
 
 
@@ -24,6 +25,12 @@ def test_all_encoders_are_registered_with_name_version_and_fingerprint():
         enc = make_encoder(name)
         desc = enc.describe()
         assert desc["name"] == name and desc["version"] and desc["fingerprint"]
+
+
+@parametrize_with_checks([IdentityEncoder, MfccStatsEncoder, TextHashEncoder, EfficientNetLite0Encoder, MiniLMEncoder])
+def test_conformance(check, torch_one_thread, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check()
 
 
 def test_listing_encoders_does_not_import_torch_or_transformers():

@@ -7,17 +7,17 @@ import torch
 from mmal_core import MmalError, ModalitySpec, PoolView, Split
 from mmal_core.loop import view_params
 from mmal_core.model import FusionMLP
-from mmal_core.testing import check_strategy
+from mmal_core.testing import parametrize_with_checks
 from mmal_strategies.bayesian import BALD, BatchBALD, batchbald_picks, mutual_information
 from mmal_strategies.uncertainty import entropy
 
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("cls, params", [(BALD, {}), (BALD, {"mc_samples": 3}), (BatchBALD, {"device": "cpu"}),
-                                         (BatchBALD, {"num_samples": 5, "device": "cpu"})])
-def test_conformance(cls, params):
-    check_strategy(cls, params)
+@parametrize_with_checks([(BALD, {}), (BALD, {"mc_samples": 3}), (BatchBALD, {"device": "cpu"}),
+                          (BatchBALD, {"num_samples": 5, "device": "cpu"})])
+def test_conformance(check):
+    check()
 
 
 @pytest.mark.parametrize("cls", [BALD, BatchBALD])

@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from mmal_core import MmalError, PoolView
-from mmal_core.testing import check_strategy
+from mmal_core.testing import parametrize_with_checks
 from mmal_strategies import geometry
 from mmal_strategies.diversity import Badge, CoreSet, KMeansSampling, TypiClust, gradient_factor, typiclust_picks
 
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("cls", [CoreSet, KMeansSampling, Badge, TypiClust])
-def test_conformance(cls):
-    check_strategy(cls, {"device": "cpu"})
+@parametrize_with_checks([(cls, {"device": "cpu"}) for cls in (CoreSet, KMeansSampling, Badge, TypiClust)])
+def test_conformance(check):
+    check()
 
 
 def _blobs(centers, per, spread=0.05, seed=0):

@@ -8,7 +8,7 @@ import torch
 
 from mmal_core import MmalError, PoolView
 from mmal_core.params import construct
-from mmal_core.testing import check_strategy, synthetic_view
+from mmal_core.testing import parametrize_with_checks, synthetic_view
 from mmal_strategies.multimodal import (
     BMMAL,
     MissingAwareCoreset,
@@ -24,27 +24,30 @@ from mmal_strategies.multimodal import (
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize(
-    "cls, params",
-    [
-        (BMMAL, {}),
-        (ModalityUncertainty, {}),
-        (ModalityUncertainty, {"aggregation": "mean", "measure": "margin"}),
-        (ModalityUncertainty, {"measure": "least_confidence"}),
-        (ModalityDisagreement, {}),
-        (ModalityDisagreement, {"include_fused": False}),
-        (WeakModality, {}),
-        (WeakModality, {"metric": "modality_accuracy", "measure": "margin"}),
-        (MissingAwareCoreset, {}),
-        (MissingAwareCoreset, {"balance": "none"}),
-        (StratifiedUncertainty, {}),
-        (StratifiedUncertainty, {"measure": "entropy", "weight": 0.0}),
-    ],
-)
-def test_conformance(cls, params):
-    assert cls.multimodal is True
-    check_strategy(cls, params)
-    check_strategy(cls, params, view=synthetic_view(modalities=("a", "b", "c"), n=40, seed=3))
+CONFORMANCE = [
+    (BMMAL, {}),
+    (ModalityUncertainty, {}),
+    (ModalityUncertainty, {"aggregation": "mean", "measure": "margin"}),
+    (ModalityUncertainty, {"measure": "least_confidence"}),
+    (ModalityDisagreement, {}),
+    (ModalityDisagreement, {"include_fused": False}),
+    (WeakModality, {}),
+    (WeakModality, {"metric": "modality_accuracy", "measure": "margin"}),
+    (MissingAwareCoreset, {}),
+    (MissingAwareCoreset, {"balance": "none"}),
+    (StratifiedUncertainty, {}),
+    (StratifiedUncertainty, {"measure": "entropy", "weight": 0.0}),
+]
+THREE_MODALITIES = synthetic_view(modalities=("a", "b", "c"), n=40, seed=3)
+
+
+@parametrize_with_checks(CONFORMANCE + [(cls, params, {"view": THREE_MODALITIES}) for cls, params in CONFORMANCE])
+def test_conformance(check):
+    check()
+
+
+def test_every_multimodal_strategy_says_so():
+    assert all(cls.multimodal is True for cls, _ in CONFORMANCE)
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from mmal_core import PoolView
-from mmal_core.testing import check_strategy
+from mmal_core.testing import parametrize_with_checks
 from mmal_strategies.uncertainty import Entropy, LeastConfidence, Margin, RandomSampling, entropy
 
 
-@pytest.mark.parametrize("cls", [RandomSampling, LeastConfidence, Margin, Entropy])
-def test_conformance(cls):
-    check_strategy(cls)
+@parametrize_with_checks([RandomSampling, LeastConfidence, Margin, Entropy])
+def test_conformance(check):
+    check()
 
 
 PROBS = np.array(

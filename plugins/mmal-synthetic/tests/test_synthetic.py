@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 import mmal_core  # noqa: E402
 from mmal_core import MmalError, MultimodalDataset  # noqa: E402
 from mmal_synthetic import SyntheticDifficulty, SyntheticInteraction, SyntheticMissing, sample_types  # noqa: E402
+from mmal_core.testing import parametrize_with_checks  # noqa: E402
 from mmal_synthetic.missing import class_rates  # noqa: E402
 
 CLASSES = [SyntheticDifficulty, SyntheticInteraction, SyntheticMissing]
@@ -73,6 +74,11 @@ def quantised_probe(ds, mods, n_clusters):
 
 
 # -- registration, structure, determinism --------------------------------------------------
+@parametrize_with_checks([(cls, SMALL, {"every_class": True}) for cls in CLASSES])
+def test_conformance(check):
+    check()
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_load_dataset_through_plugin(cls):
     ds = mmal_core.load_dataset(cls.name, seed=3, **SMALL)
