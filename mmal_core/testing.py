@@ -416,9 +416,10 @@ def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
                     (probs if field == "modality_probs" else embedding)(f"{field}['{m}']", *(
                         (out[field][m], (n, c)) if field == "modality_probs" else (out[field][m],)))
         if "subset_probs" in want:
-            subsets = {s for r in range(1, len(names) + 1) for s in combinations(names, r)}
+            # Every subset, the empty one (every modality masked) included.
+            subsets = {s for r in range(0, len(names) + 1) for s in combinations(names, r)}
             assert subsets <= set(out["subset_probs"]), (
-                f"{cls.name}: subset_probs must have every non-empty subset of {names}, got {sorted(out['subset_probs'])}"
+                f"{cls.name}: subset_probs must have every subset of {names}, () included, got {sorted(out['subset_probs'])}"
             )
             for s in subsets:
                 probs(f"subset_probs[{s}]", out["subset_probs"][s], (n, c))
