@@ -53,6 +53,27 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, confidence: float = CO
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def bootstrap_intervals(samples: np.ndarray, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap intervals of the means of the rows of ``samples`` (k, n), in one
+    :func:`scipy.stats.bootstrap` call (a report needs thousands; one call each is slow).
+
+    Rows must be finite; a row of identical values gets a zero-width interval at its value.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    mean = samples.mean(axis=-1)
+    if samples.shape[-1] < 2:
+        return mean.copy(), mean.copy()
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap((samples,), np.mean, axis=-1, confidence_level=confidence, n_resamples=N_RESAMPLES,
+                        method="percentile", rng=np.random.default_rng(seed))
+    low, high = np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
+    constant = np.all(samples == samples[..., :1], axis=-1)
+    return np.where(constant | ~np.isfinite(low), mean, low), np.where(constant | ~np.isfinite(high), mean, high)
+
+
 def significantly_better(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA) -> bool:
     """True when paired samples ``a`` (n,) beat ``b`` (n,) by a two-sided paired t-test.
 
@@ -74,6 +95,24 @@ def significantly_better(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA) -> 
     return bool(np.isfinite(res.pvalue) and res.pvalue < alpha and res.statistic > 0)
 
 
+def better_by_round(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """:func:`significantly_better` for every column of ``a``, ``b`` (seeds x rounds) at once."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape[0] < 2 or a.shape != b.shape:
+        return np.zeros(a.shape[1] if a.ndim == 2 else 0, dtype=bool)
+    diff = a - b
+    zero = np.all(diff == 0, axis=0)
+    constant = np.all(diff == diff[0], axis=0)
+    from scipy.stats import ttest_rel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ttest_rel(a, b, axis=0)
+    p, t = np.asarray(res.pvalue), np.asarray(res.statistic)
+    tested = np.isfinite(p) & (p < alpha) & (t > 0)
+    return np.where(zero, False, np.where(constant, diff[0] > 0, tested))
+
+
 def penalty_counts(accuracy: dict[str, dict[int, np.ndarray]], alpha: float = ALPHA) -> dict[tuple[str, str], float]:
     """One benchmark's (or cell's) share of the pairwise penalty matrix of Ash et al. (2020).
 
@@ -91,12 +130,18 @@ def penalty_counts(accuracy: dict[str, dict[int, np.ndarray]], alpha: float = AL
             if i == j:
                 continue
             common = sorted(set(accuracy[i]) & set(accuracy[j]))
-            wins = 0
-            for r in range(n_rounds):
-                a = [accuracy[i][s][r] for s in common if r < len(accuracy[i][s])]
-                b = [accuracy[j][s][r] for s in common if r < len(accuracy[j][s])]
-                if len(a) == len(b) and significantly_better(np.array(a), np.array(b), alpha):
-                    wins += 1
+            curves = [accuracy[i][s] for s in common] + [accuracy[j][s] for s in common]
+            if all(len(c) == n_rounds for c in curves):  # the usual case: every round at once
+                a = np.array([accuracy[i][s] for s in common], dtype=np.float64).reshape(len(common), n_rounds)
+                b = np.array([accuracy[j][s] for s in common], dtype=np.float64).reshape(len(common), n_rounds)
+                wins = int(better_by_round(a, b, alpha).sum())
+            else:
+                wins = 0
+                for r in range(n_rounds):
+                    a = [accuracy[i][s][r] for s in common if r < len(accuracy[i][s])]
+                    b = [accuracy[j][s][r] for s in common if r < len(accuracy[j][s])]
+                    if len(a) == len(b) and significantly_better(np.array(a), np.array(b), alpha):
+                        wins += 1
             out[(i, j)] = wins / n_rounds
     return out
 
@@ -162,9 +207,17 @@ def holm(pvalues: list[float | None], alpha: float = ALPHA) -> list[float | None
     out: list[float | None] = [None] * len(pvalues)
     if not idx:
         return out
+    import gc
+
     from statsmodels.stats.multitest import multipletests
 
-    adjusted = multipletests([pvalues[i] for i in idx], alpha=alpha, method="holm")[1]
+    # multipletests runs gc.collect() for Holm; with a large report in memory that takes most
+    # of a second per call. Frozen objects are skipped by the collector: the same result, fast.
+    gc.freeze()
+    try:
+        adjusted = multipletests([pvalues[i] for i in idx], alpha=alpha, method="holm")[1]
+    finally:
+        gc.unfreeze()
     for i, p in zip(idx, adjusted):
         out[i] = float(p)
     return out

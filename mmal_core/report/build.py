@@ -90,33 +90,57 @@ def is_multimodal(name: str) -> bool:
         return False
 
 
-def _interval(values) -> dict[str, float]:
-    values = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    low, high = stats.bootstrap_interval(values)
-    return {"mean": float(values.mean()), "low": low, "high": high, "n": int(values.size)}
+class _Bootstrap:
+    """Collects the report's bootstrap intervals and computes them in a few batched calls.
+
+    :meth:`interval` and :meth:`band` return their dicts at once with the means; the bounds
+    are filled in by :meth:`resolve` (samples of one size go to one scipy call).
+    """
+
+    CHUNK = 256
+
+    def __init__(self, confidence: float = stats.CONFIDENCE):
+        self.confidence = confidence
+        self.pending: list[tuple[np.ndarray, Any]] = []
+
+    def interval(self, values) -> dict[str, float]:
+        values = np.asarray([v for v in values if v is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+        mean = float(values.mean())
+        out = {"mean": mean, "low": mean, "high": mean, "n": int(values.size)}
+        if values.size > 1 and np.any(values != values[0]):
+            self.pending.append((values, lambda lo, hi: out.update(low=lo, high=hi)))
+        return out
+
+    def band(self, matrix: np.ndarray) -> dict[str, list[float]]:
+        """Mean and interval over seeds (rows) of every column of ``matrix``."""
+        matrix = np.asarray(matrix, dtype=np.float64)
+        mean = matrix.mean(axis=0).tolist()
+        out = {"mean": mean, "low": list(mean), "high": list(mean)}
+        for j in range(matrix.shape[1]):
+            col = matrix[:, j]
+            if col.size > 1 and np.any(col != col[0]):
+                def put(lo, hi, j=j):
+                    out["low"][j], out["high"][j] = lo, hi
+                self.pending.append((col, put))
+        return out
+
+    def resolve(self) -> None:
+        by_size: dict[int, list[tuple[np.ndarray, Any]]] = defaultdict(list)
+        for values, put in self.pending:
+            by_size[values.size].append((values, put))
+        for group in by_size.values():
+            for start in range(0, len(group), self.CHUNK):
+                chunk = group[start:start + self.CHUNK]
+                low, high = stats.bootstrap_intervals(np.stack([v for v, _ in chunk]), confidence=self.confidence)
+                for (_, put), lo, hi in zip(chunk, low, high):
+                    put(float(lo), float(hi))
+        self.pending = []
 
 
-def _band(matrix: np.ndarray) -> tuple[list[float], list[float], list[float]]:
-    """Mean and 95% percentile-bootstrap band over seeds (rows) of every column, in one call."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    mean = matrix.mean(axis=0)
-    if matrix.shape[0] < 2:
-        return mean.tolist(), mean.tolist(), mean.tolist()
-    from scipy.stats import bootstrap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bootstrap((matrix,), np.mean, axis=0, confidence_level=stats.CONFIDENCE, n_resamples=stats.N_RESAMPLES,
-                        method="percentile", rng=np.random.default_rng(0))
-    low = np.where(np.isfinite(res.confidence_interval.low), res.confidence_interval.low, mean)
-    high = np.where(np.isfinite(res.confidence_interval.high), res.confidence_interval.high, mean)
-    return mean.tolist(), low.tolist(), high.tolist()
-
-
-def _curve_bands(seeds: dict[int, Run], values) -> dict[str, Any] | None:
+def _curve_bands(boot: _Bootstrap, seeds: dict[int, Run], values) -> dict[str, Any] | None:
     """Band of ``values(run) -> (n_rounds,)`` over the seeds that share the longest schedule."""
     if not seeds:
         return None
@@ -125,8 +149,7 @@ def _curve_bands(seeds: dict[int, Run], values) -> dict[str, Any] | None:
     matrix = np.array(rows, dtype=np.float64)
     if matrix.size == 0 or not np.all(np.isfinite(matrix)):
         return None
-    mean, low, high = _band(matrix)
-    return {"n_labeled": list(longest), "mean": mean, "low": low, "high": high, "seeds": len(rows)}
+    return {"n_labeled": list(longest), **boot.band(matrix), "seeds": len(rows)}
 
 
 def _metric(m: dict[str, Any], *path: str) -> Any:
@@ -204,7 +227,7 @@ def _queries(cell: Cell, finished: dict[str, dict[int, Run]], strategies: list[s
             "rows": rows, "pool": pool, "pool_note": note}
 
 
-def _utilization(finished: dict[str, dict[int, Run]], strategies: list[str]) -> dict[str, Any]:
+def _utilization(boot: _Bootstrap, finished: dict[str, dict[int, Run]], strategies: list[str]) -> dict[str, Any]:
     rows, over_rounds = [], {}
     modalities: set[str] = set()
     for s in strategies:
@@ -216,26 +239,26 @@ def _utilization(finished: dict[str, dict[int, Run]], strategies: list[str]) -> 
         modalities.update(mods)
         row = {
             "strategy": s,
-            "modality_accuracy": {k: _interval(_metric(m, "modality_accuracy", k) for m in last) for k in mods},
-            "contribution": {k: _interval(_metric(m, "contribution", k) for m in last) for k in mods
+            "modality_accuracy": {k: boot.interval(_metric(m, "modality_accuracy", k) for m in last) for k in mods},
+            "contribution": {k: boot.interval(_metric(m, "contribution", k) for m in last) for k in mods
                              if any(_metric(m, "contribution", k) is not None for m in last)},
-            "imbalance": _interval(_metric(m, "imbalance") for m in last)
+            "imbalance": boot.interval(_metric(m, "imbalance") for m in last)
             if any(_metric(m, "imbalance") is not None for m in last) else None,
         }
         rows.append(row)
-        band = _curve_bands(seeds, lambda r: [_metric(m, "imbalance") if _metric(m, "imbalance") is not None
+        band = _curve_bands(boot, seeds, lambda r: [_metric(m, "imbalance") if _metric(m, "imbalance") is not None
                                              else float("nan") for m in r.metrics])
         if band is not None:
             over_rounds[s] = {"imbalance": band}
             for k in mods:
-                b = _curve_bands(seeds, lambda r, k=k: [_metric(m, "contribution", k) if _metric(m, "contribution", k)
+                b = _curve_bands(boot, seeds, lambda r, k=k: [_metric(m, "contribution", k) if _metric(m, "contribution", k)
                                                         is not None else float("nan") for m in r.metrics])
                 if b is not None:
                     over_rounds[s].setdefault("contribution", {})[k] = b
     return {"modalities": sorted(modalities), "rows": rows, "over_rounds": over_rounds}
 
 
-def _cell_report(cell: Cell, order: list[str], baseline: str, alpha: float, expected_seeds: list[int],
+def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, alpha: float, expected_seeds: list[int],
                  pool_info: bool) -> dict[str, Any]:
     finished = cell.finished()
     strategies = [s for s in order if s in {r.strategy for r in cell.runs}]
@@ -252,7 +275,7 @@ def _cell_report(cell: Cell, order: list[str], baseline: str, alpha: float, expe
         areas = {seed: aubc(r.n_labeled, r.accuracy) for seed, r in seeds.items()}
         finals = {seed: float(r.accuracy[-1]) for seed, r in seeds.items()}
         rows.append({"strategy": s, "seeds": sorted(seeds),
-                     "aubc": _interval(areas.values()), "final_accuracy": _interval(finals.values()),
+                     "aubc": boot.interval(areas.values()), "final_accuracy": boot.interval(finals.values()),
                      "_aubc": areas})
     n_seeds = max((len(r["seeds"]) for r in rows), default=0)
     base = next((r for r in rows if r["strategy"] == baseline), None)
@@ -278,7 +301,7 @@ def _cell_report(cell: Cell, order: list[str], baseline: str, alpha: float, expe
         row["difference"] = comp
     curves = {}
     for s in strategies:
-        band = _curve_bands(finished.get(s, {}), lambda r: r.accuracy)
+        band = _curve_bands(boot, finished.get(s, {}), lambda r: r.accuracy)
         if band is not None:
             curves[s] = band
     ranks_by_seed: dict[str, list[float]] = defaultdict(list)
@@ -293,7 +316,7 @@ def _cell_report(cell: Cell, order: list[str], baseline: str, alpha: float, expe
         "strategies": strategies, "seeds": n_seeds, "missing": missing, "note": note,
         "rows": rows, "curves": curves,
         "queries": _queries(cell, finished, strategies, pool_info),
-        "utilization": _utilization(finished, strategies),
+        "utilization": _utilization(boot, finished, strategies),
         "_accuracy": {s: {seed: r.accuracy for seed, r in finished.get(s, {}).items()} for s in strategies},
     }
 
@@ -367,7 +390,7 @@ def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool], baseline: str, 
     return {"multimodal": multi, "unimodal": uni, "cells": per_cell, "overall": overall}
 
 
-def _utilization_across(cells: list[dict[str, Any]], strategies: list[str]) -> list[dict[str, Any]]:
+def _utilization_across(boot: _Bootstrap, cells: list[dict[str, Any]], strategies: list[str]) -> list[dict[str, Any]]:
     """Per strategy, the final imbalance degree averaged over the cells it ran in, with an interval
     over those cells."""
     out = []
@@ -375,7 +398,7 @@ def _utilization_across(cells: list[dict[str, Any]], strategies: list[str]) -> l
         values = [r["imbalance"]["mean"] for c in cells for r in c["utilization"]["rows"]
                   if r["strategy"] == s and r.get("imbalance")]
         if values:
-            out.append({"strategy": s, "imbalance": _interval(values)})
+            out.append({"strategy": s, "imbalance": boot.interval(values)})
     return out
 
 
@@ -508,7 +531,9 @@ def build_report(store, experiment_id: int, baseline: str = "random", alpha: flo
     all_seeds = sorted({r.seed for c in cells for r in c.runs})
     expected = sorted(configured) if isinstance(configured, list) and configured else all_seeds
     kinds = {s: is_multimodal(names[s]) for s in order}
-    cell_reports = [_cell_report(c, order, baseline, alpha, expected, pool_info) for c in cells]
+    boot = _Bootstrap()
+    cell_reports = [_cell_report(boot, c, order, baseline, alpha, expected, pool_info) for c in cells]
+    boot.resolve()
     report: dict[str, Any] = {
         "experiment": {"id": exp["id"], "name": exp["name"], "config_hash": exp["config_hash"]},
         "baseline": baseline, "alpha": alpha, "confidence": stats.CONFIDENCE,
@@ -540,9 +565,10 @@ def build_report(store, experiment_id: int, baseline: str = "random", alpha: flo
                                alpha),
         "penalty": _penalty(cell_reports, strategies_all, alpha),
         "groups": _groups(cell_reports, kinds, baseline, alpha),
-        "utilization": _utilization_across(cell_reports, strategies_all),
+        "utilization": _utilization_across(boot, cell_reports, strategies_all),
         "severity": _severity(cell_reports, strategies_all, baseline),
     }
+    boot.resolve()
     report["findings"] = _findings(report)
     for c in cell_reports:  # working data, not part of the report
         c.pop("_accuracy")
