@@ -181,6 +181,7 @@ def test_unfinished_runs_are_flagged_and_one_seed_gets_no_tests(tmp_path):
     assert all(r["difference"] is None for r in single["rows"])
     assert any("one seed only" in f for f in rep["findings"])
     assert rep["runs"]["running"] == 1
+    assert rep["findings"][0].startswith("1 of 36 runs are not finished")
     json.loads(to_json(rep))  # strict JSON
 
 

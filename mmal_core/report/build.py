@@ -267,7 +267,10 @@ def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, 
         have = set(finished.get(s, {}))
         lacking = [seed for seed in expected_seeds if seed not in have]
         if lacking:
-            states = sorted({r.status for r in cell.runs if r.strategy == s and r.seed in lacking} or {"not started"})
+            states = {r.status for r in cell.runs if r.strategy == s and r.seed in lacking}
+            if any(not any(r.strategy == s and r.seed == k for r in cell.runs) for k in lacking):
+                states.add("not started")
+            states = sorted(states)
             missing.append({"strategy": s, "seeds": lacking, "status": states})
     rows = []
     for s in strategies:
@@ -282,6 +285,8 @@ def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, 
     note = None
     if base is None:
         note = f"the baseline '{baseline}' has no runs in this cell: no paired tests"
+    elif n_seeds == 0:
+        note = "no finished runs yet: no tests"
     elif n_seeds < 2:
         note = "one seed only: no tests (a paired test needs at least two seeds)"
     comparisons: list[dict[str, Any] | None] = []
@@ -452,6 +457,10 @@ def _findings(report: dict[str, Any]) -> list[str]:
     """Sentences that each restate a test result; nothing that the tests do not support."""
     alpha, base = report["alpha"], report["baseline"]
     out = []
+    total, done = sum(report["runs"].values()), report["runs"]["finished"]
+    if done < total:
+        out.append(f"{total - done} of {total} runs are not finished (still running, pending or failed); "
+                   "every number below uses the finished runs only.")
     for c in report["cells"]:
         if c["note"]:
             out.append(f"On {c['label']}: {c['note']}.")
