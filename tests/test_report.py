@@ -196,6 +196,21 @@ def test_labels_are_text_in_markdown_and_html(tmp_path):
     assert plots and all(p.png[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 
+def test_synthetic_study_of_the_benchmark_builds_a_report(tmp_path):
+    from mmal_core.report.synthetic import synthetic_study
+
+    n = synthetic_study(tmp_path / "s.db", cells=4, strategies=[("random", "random"), ("margin", "margin"),
+                                                               ("bmmal", "bmmal")], seeds=3, rounds=3)
+    assert n == 36
+    with Store(tmp_path / "s.db", readonly=True) as store:
+        rep = build_report(store, store.resolve_experiment(None), pool_info=False)
+    assert len(rep["cells"]) == 4 and rep["across"]["ranks"]["friedman"]["blocks"] == 4
+    assert {s["param"] for s in rep["across"]["severity"]} == {"missing_rate", "mechanism"}
+    md, _ = to_markdown(layout(rep, plots=False), None)
+    assert "Severity curves" in md
+    assert any(v in md for v in ("(no detectable difference)", "(better)", "(worse)"))
+
+
 # -- the command ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory):

@@ -15,6 +15,8 @@ The target: under a minute for the HTML report.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,13 +32,16 @@ STRATEGIES = [("random", "random"), ("entropy", "entropy"), ("margin", "margin")
               ("kmeans", "kmeans"), ("typiclust", "typiclust")]
 
 
-def timed(*args: str) -> float:
+def timed(*args: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one `mmal` command in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmal_core", *args], capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"mmal {' '.join(args)} failed: {proc.stderr.strip()}")
-    return elapsed
+    return elapsed, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def main(argv=None) -> None:
@@ -52,11 +57,13 @@ def main(argv=None) -> None:
         n = synthetic_study(db, cells=args.cells, strategies=STRATEGIES[: args.strategies], seeds=args.seeds,
                             rounds=args.rounds)
         print(f"wrote {n} runs in {time.perf_counter() - t0:.1f} s")
-        export = timed("export", "--db", str(db), "--format", "json", "-o", str(Path(tmp) / "export.json"))
-        print(f"mmal export (baseline)  {export:6.1f} s")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        export, export_cpu = timed("export", "--db", str(db), "--format", "json", "-o", str(Path(tmp) / "export.json"))
+        print(f"mmal export (baseline)   wall {export:6.1f} s  cpu {export_cpu:6.1f} s")
         for fmt, name in (("html", "report.html"), ("md", "report.md"), ("json", "report.json")):
-            t = timed("report", "--db", str(db), "--format", fmt, "-o", str(Path(tmp) / name))
-            print(f"mmal report --format {fmt:<4} {t:6.1f} s  ({t / export:.1f} x export)")
+            wall, cpu = timed("report", "--db", str(db), "--format", fmt, "-o", str(Path(tmp) / name))
+            print(f"mmal report --format {fmt:<4} wall {wall:6.1f} s  cpu {cpu:6.1f} s  "
+                  f"({wall / export:.1f} x export wall, {cpu / export_cpu:.1f} x export cpu)")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,15 @@ def _diff(d: dict[str, Any] | None) -> str:
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
+def _point(pt: dict[str, Any] | None) -> str:
+    """A severity-curve point: difference [interval] (verdict)."""
+    if pt is None:
+        return "-"
+    if pt.get("verdict") in (None, "no test"):
+        return f"{pt['mean']:+.3f} (no test)"
+    return f"{pt['mean']:+.3f} [{pt['low']:+.3f}, {pt['high']:+.3f}] ({pt['verdict']})"
+
+
 # -- plots ------------------------------------------------------------------------------------------
 def _png(draw: Callable[[Any, bool], None], size=(6.4, 3.6), margins: dict | None = None) -> bytes:
     """Render ``draw(ax, legend)`` to PNG bytes; if a label still fails to render, again without
@@ -277,8 +286,8 @@ def layout(report: dict[str, Any], plots: bool = True) -> list[Block]:
             srows = []
             for s, points in sev["series"].items():
                 by = {json.dumps(pt["value"], sort_keys=True): pt for pt in points}
-                srows.append([s] + [_diff(dict(by[json.dumps(v, sort_keys=True)], n=1, p=by[json.dumps(v, sort_keys=True)].get("verdict")))
-                                    if json.dumps(v, sort_keys=True) in by else "-" for v in sev["values"]])
+                cells = [by.get(json.dumps(v, sort_keys=True)) for v in sev["values"]]
+                srows.append([s] + [_point(pt) for pt in cells])
             out.append(("table", "", ["strategy"] + [f"{sev['param']}={v}" for v in values], srows))
     return out
 
