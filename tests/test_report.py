@@ -296,6 +296,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args
     assert written() == before
 
 
+def test_a_file_that_is_not_a_results_database(tmp_path, capsys):
+    other = tmp_path / "notes.db"
+    other.write_text("not sqlite")
+    one_line_error(cli_in_process(capsys, "report", "--db", str(other), raw=True), f"--db {other}", "not an mmal")
+    assert other.read_text() == "not sqlite"
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     import os
 

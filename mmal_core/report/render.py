@@ -78,14 +78,15 @@ def _png(draw: Callable[[Any, bool], None], size=(6.4, 3.6), margins: dict | Non
     the legend rather than failing the report."""
     from matplotlib.figure import Figure
 
-    margins = margins or {"left": 0.11, "right": 0.98, "bottom": 0.14, "top": 0.91}
+    margins = {"left": 0.11, "right": 0.98, "bottom": 0.14, "top": 0.91} if margins is None else margins
 
     def once(legend: bool) -> bytes:
         fig = Figure(figsize=size, dpi=80)
         ax = fig.add_subplot(1, 1, 1)
         draw(ax, legend)
         # fixed margins: tight_layout would draw every figure twice (a 2,000-run study has dozens)
-        fig.subplots_adjust(**margins)
+        if margins:
+            fig.subplots_adjust(**margins)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # glyphs missing from the font
             buf = io.BytesIO()
@@ -112,6 +113,39 @@ def _bands_plot(title: str, ylabel: str, curves: dict[str, dict[str, Any]]) -> b
             ax.legend(fontsize=6, loc="best")
 
     return _png(draw)
+
+
+def _utilization_plot(title: str, over_rounds: dict[str, dict[str, Any]]) -> bytes:
+    """Left: imbalance degree over rounds per strategy (mean and band over seeds); right: the
+    Shapley share of each modality (one line style per modality, means only)."""
+    styles = ["-", "--", ":", "-."]
+
+    def draw(ax, legend):
+        fig = ax.figure
+        ax.set_position([0.08, 0.14, 0.38, 0.76])
+        right = fig.add_axes([0.58, 0.14, 0.38, 0.76])
+        for k, (s, v) in enumerate(over_rounds.items()):
+            color = f"C{k % 10}"
+            b = v["imbalance"]
+            ax.plot(b["n_labeled"], b["mean"], color=color, marker="o", markersize=3, label=plot_text(s))
+            ax.fill_between(b["n_labeled"], b["low"], b["high"], color=color, alpha=0.15)
+            for j, (m, c) in enumerate(sorted(v.get("contribution", {}).items())):
+                right.plot(c["n_labeled"], c["mean"], color=color, linestyle=styles[j % len(styles)],
+                           label=plot_text(m) if k == 0 else None)
+        ax.set_xlabel("labeled samples")
+        ax.set_ylabel("imbalance degree")
+        ax.set_title(plot_text(title), fontsize=8, loc="left")
+        right.set_xlabel("labeled samples")
+        right.set_ylabel("Shapley share (line style: modality)")
+        right.set_ylim(-0.02, 1.02)
+        for a in (ax, right):
+            a.grid(alpha=0.3)
+        if legend:
+            ax.legend(fontsize=6, loc="best")
+            if right.get_legend_handles_labels()[0]:
+                right.legend(fontsize=6, loc="best")
+
+    return _png(draw, size=(9.0, 3.6), margins={})
 
 
 def _severity_plot(sev: dict[str, Any], baseline: str) -> bytes:
@@ -207,10 +241,9 @@ def _cell_blocks(i: int, c: dict[str, Any], report: dict[str, Any], plots: bool)
         urows = [[r["strategy"]] + [_ci(r["contribution"].get(m)) for m in mods] + [_ci(r["imbalance"])]
                  + [_ci(r["modality_accuracy"].get(m)) for m in mods] for r in u["rows"]]
         out.append(("table", "Modality use of the final models (mean [bootstrap CI] over seeds)", heads, urows))
-        bands = {s: v["imbalance"] for s, v in u["over_rounds"].items()}
-        if plots and bands:
-            out.append(("plot", Plot(f"cell{i + 1}-imbalance", f"imbalance degree over rounds, {c['label']}",
-                                     _bands_plot(c["label"], "imbalance degree", bands))))
+        if plots and u["over_rounds"]:
+            out.append(("plot", Plot(f"cell{i + 1}-imbalance", f"imbalance degree and Shapley shares over rounds, "
+                                     f"{c['label']}", _utilization_plot(c["label"], u["over_rounds"]))))
     return out
 
 
