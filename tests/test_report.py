@@ -28,7 +28,7 @@ from mmal_core.report import build_report  # noqa: E402
 from mmal_core.report.render import layout, to_html, to_json, to_markdown  # noqa: E402
 from mmal_core.report.synthetic import add_run  # noqa: E402
 from mmal_core.store import Store  # noqa: E402
-from _support import cli_in_process, one_line_error, run_cli, tiny_config  # noqa: E402
+from _support import cli_in_process, digest, one_line_error, run_cli, tiny_config  # noqa: E402
 
 RANDOM = np.array([0.50, 0.52, 0.54, 0.56])
 OFFSETS = {"A": [0.01, 0.02, 0.03, 0.04], "B": [-0.10, -0.11, -0.12, -0.13], "C": [0.01, -0.01, 0.02, -0.01]}
@@ -294,6 +294,27 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args
         args = ["--db", str(db), *args]
     one_line_error(cli_in_process(capsys, "report", *args, raw=True), *needles)
     assert written() == before
+
+
+def test_output_onto_the_database_or_a_plot_folder_that_is_a_file(tmp_path, capsys):
+    db = handmade_db(tmp_path / "h.db")
+    before = digest(db)
+    one_line_error(cli_in_process(capsys, "report", "--db", str(db), "-o", str(db), raw=True), "results database")
+    assert digest(db) == before
+    (tmp_path / "r_files").write_text("x")
+    one_line_error(cli_in_process(capsys, "report", "--db", str(db), "-f", "md", "-o", str(tmp_path / "r.md"), raw=True),
+                   "r_files", "is a file")
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_missing_packages_name_the_extra(tmp_path, capsys, monkeypatch):
+    from mmal_core.cli import report as report_cli
+
+    monkeypatch.setattr(report_cli, "NEEDS", ("scipy", "mmal_no_such_package"))
+    db = handmade_db(tmp_path / "h.db")
+    one_line_error(cli_in_process(capsys, "report", "--db", str(db), "-o", str(tmp_path / "r.html"), raw=True),
+                   "mmal_no_such_package", "pip install 'mmal[report]'")
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_a_file_that_is_not_a_results_database(tmp_path, capsys):

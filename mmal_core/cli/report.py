@@ -60,6 +60,10 @@ def register(app: typer.Typer) -> None:
             raise MmalError(f"--alpha {alpha}: expected a significance level strictly between 0 and 1")
         if output is not None:
             check_output(output)
+            if output.exists() and Path(default_db(db)).exists() and output.samefile(default_db(db)):
+                raise MmalError(f"--output {output}: that is the results database; give another file")
+            if fmt_ == "md" and plot_folder(output).exists() and not plot_folder(output).is_dir():
+                raise MmalError(f"--output {output}: the plots go to {plot_folder(output)}, which is a file")
         missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
         if missing:
             raise MmalError(f"mmal report needs {', '.join(missing)}: pip install 'mmal[report]'")
