@@ -326,7 +326,8 @@ def layout(report: dict[str, Any], plots: bool = True) -> list[Block]:
 
 
 # -- writers ----------------------------------------------------------------------------------------
-_CSS_EXTRA = "img{max-width:100%;display:block;margin:0.5em 0 1.5em}td{white-space:nowrap}"
+_CSS_EXTRA = ("body{max-width:100em}img{max-width:100%;display:block;margin:0.5em 0 1.5em}td{white-space:nowrap}"
+              ".wide{overflow-x:auto;max-width:100%}")
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -343,13 +344,13 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
         elif kind == "table":
             _, caption, heads, rows = b
-            out.append("<table>" + (f"<caption>{e(caption)}</caption>" if caption else "") + "<thead><tr>"
+            out.append("<div class=\"wide\"><table>" + (f"<caption>{e(caption)}</caption>" if caption else "") + "<thead><tr>"
                        + "".join(f"<th class=\"s\">{e(h)}</th>" if j == 0 else f"<th>{e(h)}</th>" for j, h in enumerate(heads))
                        + "</tr></thead><tbody>")
             for row in rows:
                 out.append("<tr>" + "".join(f"<td class=\"s\">{e(c)}</td>" if j == 0 else f"<td>{e(c)}</td>"
                                             for j, c in enumerate(row)) + "</tr>")
-            out.append("</tbody></table>")
+            out.append("</tbody></table></div>")
         elif kind == "plot":
             plot: Plot = b[1]
             out.append(f"<img class=\"plot\" alt=\"{e(plot.alt)}\" "
