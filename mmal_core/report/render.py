@@ -191,7 +191,7 @@ def _cd_plot(ranks: dict[str, Any]) -> bytes | None:
             warnings.simplefilter("ignore")
             sp.critical_difference_diagram(mean, sig, ax=ax, label_props={"fontsize": 7})
         cd = ranks.get("critical_difference")
-        ax.set_title(f"mean rank by AUBC (1 = best); bars join strategies not different (Nemenyi)"
+        ax.set_title("mean rank by AUBC (1 = best); bars join strategies not different (Nemenyi)"
                      + (f"; CD = {cd:.2f}" if cd else ""), fontsize=8)
 
     return _png(draw, size=(7.0, 1.0 + 0.25 * len(labels)), margins={"left": 0.2, "right": 0.8, "bottom": 0.02, "top": 0.85})
