@@ -200,14 +200,18 @@ def test_synthetic_study_of_the_benchmark_builds_a_report(tmp_path):
     from mmal_core.report.synthetic import synthetic_study
 
     n = synthetic_study(tmp_path / "s.db", cells=4, strategies=[("random", "random"), ("margin", "margin"),
-                                                               ("bmmal", "bmmal")], seeds=3, rounds=3)
-    assert n == 36
+                                                               ("bmmal", "bmmal"), ("mystery", "not-installed")],
+                        seeds=3, rounds=3)
+    assert n == 48
     with Store(tmp_path / "s.db", readonly=True) as store:
         rep = build_report(store, store.resolve_experiment(None), pool_info=False)
     assert len(rep["cells"]) == 4 and rep["across"]["ranks"]["friedman"]["blocks"] == 4
+    # a strategy whose plugin is not installed here belongs to neither group, and the report says so
+    assert rep["strategies"][3] == {"label": "mystery", "name": "not-installed", "multimodal": None}
+    assert rep["across"]["groups"]["unimodal"] == ["margin"] and rep["across"]["groups"]["multimodal"] == ["bmmal"]
     assert {s["param"] for s in rep["across"]["severity"]} == {"missing_rate", "mechanism"}
     md, _ = to_markdown(layout(rep, plots=False), None)
-    assert "Severity curves" in md
+    assert "Severity curves" in md and "| mystery | not-installed | unknown (not installed here) |" in md
     assert any(v in md for v in ("(no detectable difference)", "(better)", "(worse)"))
 
 

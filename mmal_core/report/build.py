@@ -80,14 +80,15 @@ def load_cells(store, experiment_id: int) -> tuple[list[Cell], dict[str, str]]:
     return list(cells.values()), names
 
 
-def is_multimodal(name: str) -> bool:
-    """The strategy class's ``multimodal`` attribute (False when it is not installed)."""
+def is_multimodal(name: str) -> bool | None:
+    """The strategy class's ``multimodal`` attribute; None when the strategy is not installed
+    here (the report then puts it in neither group and says so)."""
     from ..plugins import get_plugin_manager
 
     try:
         return bool(getattr(get_plugin_manager().get("strategy", name), "multimodal", False))
-    except Exception:  # noqa: BLE001 - an uninstalled plugin: counted as unimodal, said in the report
-        return False
+    except Exception:  # noqa: BLE001 - a plugin that is not installed, or fails to load
+        return None
 
 
 class _Bootstrap:
@@ -360,11 +361,11 @@ def _penalty(cells: list[dict[str, Any]], strategies: list[str], alpha: float) -
     return {"strategies": strategies, "matrix": matrix.round(6).tolist(), "n_cells": counted, "alpha": alpha}
 
 
-def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool], baseline: str, alpha: float) -> dict[str, Any]:
+def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool | None], baseline: str, alpha: float) -> dict[str, Any]:
     """Multimodal minus unimodal strategies (the baseline left out): per cell the difference of
     the group means of AUBC, paired by seed; across cells a Wilcoxon test over the cells."""
-    multi = sorted(s for s, k in kinds.items() if k and s != baseline)
-    uni = sorted(s for s, k in kinds.items() if not k and s != baseline)
+    multi = sorted(s for s, k in kinds.items() if k is True and s != baseline)
+    uni = sorted(s for s, k in kinds.items() if k is False and s != baseline)
     per_cell = []
     for c in cells:
         areas = {r["strategy"]: r["_aubc"] for r in c["rows"]}

@@ -256,7 +256,8 @@ def layout(report: dict[str, Any], plots: bool = True) -> list[Block]:
                      + ", ".join(f"{v} {k}" for k, v in runs.items()) + f" run(s); seeds {', '.join(map(str, report['seeds']))}; "
                      f"baseline {report['baseline']}; alpha {report['alpha']}."))
     out.append(("table", "Strategies", ["strategy", "registered name", "kind"],
-                [[s["label"], s["name"], "multimodal" if s["multimodal"] else "unimodal"] for s in report["strategies"]]))
+                [[s["label"], s["name"], {True: "multimodal", False: "unimodal"}.get(s["multimodal"], "unknown (not installed here)")]
+                 for s in report["strategies"]]))
     out.append(("h", 2, "Findings"))
     out.append(("list", report["findings"]))
     out.append(("h", 2, "Methods"))
