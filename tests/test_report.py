@@ -165,7 +165,9 @@ def test_groups_severity_queries_and_findings(handmade):
     u = handmade["cells"][0]["utilization"]["rows"][0]
     assert u["contribution"]["m0"]["mean"] == pytest.approx(0.7) and u["imbalance"]["mean"] == pytest.approx(0.415)
     findings = " ".join(handmade["findings"])
-    assert "B is worse by 0.115" in findings and "A is better" not in findings
+    mean, _, low, high = t_pvalue_df3(OFFSETS["B"])
+    assert f"B is worse than random by 0.115 AUBC [{-high:.3f}, {-low:.3f}]" in findings
+    assert "A is better" not in findings
     assert "Friedman" in findings
 
 

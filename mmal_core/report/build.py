@@ -471,8 +471,13 @@ def _findings(report: dict[str, Any]) -> list[str]:
         losses = [r for r in tested if r["difference"]["verdict"] == "worse"]
 
         def say(rows, word):
-            return "; ".join(f"{r['strategy']} is {word} by {_num(abs(r['difference']['mean']))} AUBC "
-                             f"[{_num(r['difference']['low'])}, {_num(r['difference']['high'])}] "
+            # "worse by 0.03 [0.02, 0.04]": the size of the difference and its interval, both positive
+            def size(d):
+                sign = 1.0 if d["mean"] > 0 else -1.0
+                low, high = sorted((sign * d["low"], sign * d["high"]))
+                return f"{_num(sign * d['mean'])} AUBC [{_num(low)}, {_num(high)}]"
+
+            return "; ".join(f"{r['strategy']} is {word} than {base} by {size(r['difference'])} "
                              f"(Holm-adjusted p = {r['difference']['p_holm']:.3g})" for r in rows)
 
         head = f"On {c['label']} ({c['seeds']} seeds, {len(tested)} comparisons with {base}, alpha {alpha}, Holm)"
