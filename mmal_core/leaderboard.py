@@ -38,16 +38,18 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import stats
 from .errors import MmalError, did_you_mean
 from .metrics import aubc
+from .stats import bootstrap_interval, penalty_counts, ranks_desc, significantly_better  # noqa: F401 (re-exported)
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
 #: Significance level of the paired t-tests of the penalty matrix.
-ALPHA = 0.05
+ALPHA = stats.ALPHA
 #: Confidence level and resamples of the bootstrap intervals.
-CONFIDENCE = 0.95
-N_RESAMPLES = 2000
+CONFIDENCE = stats.CONFIDENCE
+N_RESAMPLES = stats.N_RESAMPLES
 
 
 @dataclass
@@ -107,56 +109,6 @@ def curves_from_store(store, benchmarks: Iterable) -> list[Curve]:
 
 
 # -- statistics ----------------------------------------------------------------------------------
-def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``values`` (n,).
-
-    One value (or identical values) gives a zero-width interval at that value.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    if values.size == 1 or np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    from scipy.stats import bootstrap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bootstrap((values,), np.mean, confidence_level=CONFIDENCE, n_resamples=N_RESAMPLES,
-                        method="percentile", rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def significantly_better(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA) -> bool:
-    """True when paired samples ``a`` (n,) beat ``b`` (n,) by a two-sided paired t-test.
-
-    Needs at least two pairs; identical samples are never significant.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 2 or a.size != b.size:
-        return False
-    diff = a - b
-    if np.all(diff == 0):
-        return False
-    if np.all(diff == diff[0]):  # constant non-zero difference: t is infinite
-        return bool(diff[0] > 0)
-    from scipy.stats import ttest_rel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = ttest_rel(a, b)
-    return bool(np.isfinite(res.pvalue) and res.pvalue < alpha and res.statistic > 0)
-
-
-def _ranks_desc(values: dict[str, float]) -> dict[str, float]:
-    """Rank 1 for the largest value; ties share their average rank."""
-    from scipy.stats import rankdata
-
-    names = list(values)
-    ranks = rankdata([-values[n] for n in names], method="average")
-    return {n: float(r) for n, r in zip(names, ranks)}
-
-
 def _final_dict(curves: list[Curve], key: str) -> dict[str, float] | None:
     """Mean over seeds of the final round's ``metrics[key]`` (a dict modality -> value)."""
     acc: dict[str, list[float]] = {}
@@ -216,11 +168,11 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         # mean rank: rank the strategies on every seed, average over the seeds they ran
         seed_ranks: dict[str, list[float]] = {}
         for values in per_seed_aubc.values():
-            for s, r in _ranks_desc(values).items():
+            for s, r in ranks_desc(values).items():
                 seed_ranks.setdefault(s, []).append(r)
         for row in rows:
             row["mean_rank"] = float(np.mean(seed_ranks[row["strategy"]]))
-        overall = _ranks_desc({row["strategy"]: row["aubc"] for row in rows})
+        overall = ranks_desc({row["strategy"]: row["aubc"] for row in rows})
         for row in rows:
             row["rank"] = overall[row["strategy"]]
             bench_ranks[row["strategy"]].append(overall[row["strategy"]])
@@ -229,18 +181,9 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         # pairwise penalty: round by round, paired over the seeds both strategies ran
         n_rounds = max(len(c.n_labeled) for seeds in runs.values() for c in seeds.values())
         names = sorted(runs)
-        for i in names:
-            for j in names:
-                if i == j:
-                    continue
-                common = sorted(set(runs[i]) & set(runs[j]))
-                wins = 0
-                for r in range(n_rounds):
-                    a = [runs[i][s].accuracy[r] for s in common if r < len(runs[i][s].n_labeled)]
-                    b = [runs[j][s].accuracy[r] for s in common if r < len(runs[j][s].n_labeled)]
-                    if len(a) == len(b) and significantly_better(np.array(a), np.array(b)):
-                        wins += 1
-                penalty[index[i], index[j]] += wins / n_rounds
+        shares = penalty_counts({s: {seed: c.accuracy for seed, c in runs[s].items()} for s in names})
+        for (i, j), share in shares.items():
+            penalty[index[i], index[j]] += share
 
         plot = {}
         for strategy in names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from itertools import combinations
@@ -270,20 +271,12 @@ def test_cli_show_export_and_refusals(tmp_path, write_config, capsys, monkeypatc
     first = doc["runs"][0]["rounds"][0]["metrics"]
     assert set(first["shapley_accuracy"]) == {"m0", "m1"} and "class_histogram" in first["query"]
 
-    # the study's summary script reads the same database
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "study" / "summarize.py"
-    spec = importlib.util.spec_from_file_location("study_summarize", path)
-    summarize = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summarize)
-    assert summarize.average_ranks([0.5, 0.9, 0.5, 0.1]) == [2.5, 1.0, 2.5, 4.0]
-    capsys.readouterr()
-    assert summarize.main([str(db)]) == 0
-    out = capsys.readouterr().out
-    assert "### synthetic-missing (1 seeds ranked)" in out
-    assert "| bmmal | multimodal |" in out and "| modality_uncertainty | multimodal |" in out
+    # the study's report reads the same database (strategy kinds from the plugins' metadata)
+    if importlib.util.find_spec("statsmodels") and importlib.util.find_spec("scikit_posthocs"):
+        code, out, err = mmal(capsys, "report", "--db", str(db), "--format", "json", "--baseline", "bmmal")
+        assert code == 0, err
+        kinds = {s["label"]: s["multimodal"] for s in json.loads(out)["strategies"]}
+        assert kinds == {"bmmal": True, "modality_uncertainty": True}
 
 
 def test_labeled_fields_count_as_provided_when_the_model_computes_the_field():

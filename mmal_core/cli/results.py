@@ -55,8 +55,8 @@ def curve_table(experiment: str, experiment_id: int, metric: str, curves) -> Tab
     return table
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + rename: never half-written."""
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file + rename: never half-written."""
     path = Path(path)
     if path.is_dir():
         raise MmalError(f"--output {path}: is a directory, expected a file path")
@@ -70,7 +70,8 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as err:
         raise MmalError(f"--output {path}: cannot write in the folder {path.parent} ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        binary = isinstance(text, bytes)  # PNG files beside a Markdown report
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException as err:
