@@ -348,3 +348,13 @@ def test_unwritable_output_folder(tmp_path, capsys):
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
+
+
+def test_severity_axis_of_per_modality_list_parameters():
+    from mmal_core.report.build import _severity_axis
+
+    assert _severity_axis([0.6, 0.3]) == [0.6, 0.3]
+    # missing_rate: [0.0, r] as the pitfall grid writes it: the element that varies is the axis
+    assert _severity_axis([[0.0, 0.9], [0.0, 0.3]]) == [0.9, 0.3]
+    assert _severity_axis([[0.1, 0.9], [0.0, 0.3]]) is None  # two elements vary: no single axis
+    assert _severity_axis(["mcar", "class"]) is None and _severity_axis([[1, 2], [1, 2, 3]]) is None

@@ -428,8 +428,10 @@ def _severity(cells: list[dict[str, Any]], strategies: list[str], baseline: str)
                 values = [c["params"][key] for c in members]
                 if len({json.dumps(v, sort_keys=True) for v in values}) < 2:
                     continue
-                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-                members = sorted(members, key=lambda c: c["params"][key] if numeric else _value_text(c["params"][key]))
+                axis = _severity_axis(values)
+                numeric = axis is not None
+                order = {id(c): (axis[i] if numeric else _value_text(values[i])) for i, c in enumerate(members)}
+                members = sorted(members, key=lambda c: order[id(c)])
                 lines = {}
                 for s in strategies:
                     if s == baseline:
@@ -439,14 +441,33 @@ def _severity(cells: list[dict[str, Any]], strategies: list[str], baseline: str)
                         row = next((r for r in c["rows"] if r["strategy"] == s), None)
                         d = row["difference"] if row else None
                         if d is not None:
-                            points.append({"value": c["params"][key], "mean": d["mean"], "low": d["low"],
+                            points.append({"value": order[id(c)] if numeric else c["params"][key],
+                                           "mean": d["mean"], "low": d["low"],
                                            "high": d["high"], "verdict": d.get("verdict")})
                     if points:
                         lines[s] = points
                 if lines:
                     out.append({"dataset": dataset, "param": key, "fixed": json.loads(fixed), "numeric": numeric,
-                                "values": [c["params"][key] for c in members], "series": lines})
+                                "values": [order[id(c)] if numeric else c["params"][key] for c in members],
+                                "series": lines})
     return out
+
+
+def _severity_axis(values: list[Any]) -> list[float] | None:
+    """Numbers to plot ``values`` against: the values themselves when they are numbers, or the one
+    element that varies when they are equal-length lists of numbers (a per-modality parameter such
+    as ``missing_rate: [0.0, r]``); None when the values are not numeric."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if all(number(v) for v in values):
+        return [float(v) for v in values]
+    if not all(isinstance(v, list) and v and all(number(x) for x in v) for v in values):
+        return None
+    if len({len(v) for v in values}) != 1:
+        return None
+    varying = [i for i in range(len(values[0])) if len({v[i] for v in values}) > 1]
+    return [float(v[varying[0]]) for v in values] if len(varying) == 1 else None
 
 
 # -- findings ---------------------------------------------------------------------------------------
