@@ -33,15 +33,38 @@ def _package_files(source: Path) -> set[str]:
     return found
 
 
+_BUILD_LOG: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("wheels")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index",
                           "-w", str(out), *map(str, DISTRIBUTIONS)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
+    _BUILD_LOG.append(res.stdout + res.stderr)
     built = sorted(out.glob("*.whl"))
     assert len(built) == len(DISTRIBUTIONS)
     return built
+
+
+@pytest.mark.slow
+def test_building_the_wheels_warns_about_nothing_in_the_pyprojects(wheels):
+    """No setuptools warnings about project.license (the SPDX string form, setuptools>=77)."""
+    warnings = [line.strip() for line in _BUILD_LOG[0].splitlines()
+                if "license" in line.lower() and ("warn" in line.lower() or "deprecat" in line.lower())]
+    assert not warnings, warnings[:3]
+
+
+def test_every_pyproject_names_its_license_in_spdx_form_with_a_setuptools_that_reads_it():
+    import tomllib
+
+    for pyproject in sorted([ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"),
+                             *ROOT.glob("examples/*/pyproject.toml")]):
+        data = tomllib.loads(pyproject.read_text())
+        where = pyproject.relative_to(ROOT)
+        assert isinstance(data["project"].get("license"), str), f"{where}: license must be an SPDX string"
+        assert data["build-system"]["requires"] == ["setuptools>=77"], where
 
 
 @pytest.mark.slow
