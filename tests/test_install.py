@@ -56,11 +56,44 @@ def test_building_the_wheels_warns_about_nothing_in_the_pyprojects(wheels):
     assert not warnings, warnings[:3]
 
 
-def test_every_pyproject_names_its_license_in_spdx_form_with_a_setuptools_that_reads_it():
-    import tomllib
+def _pyprojects() -> list[Path]:
+    return sorted([ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")])
 
-    for pyproject in sorted([ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"),
-                             *ROOT.glob("examples/*/pyproject.toml")]):
+
+#: APIs the code uses that older releases lack: (text in the code, distribution, first release with it).
+NEEDS = [
+    ("np.trapezoid(", "numpy", "2.0"),
+    ("rng=np.random.default_rng", "scipy", "1.15"),  # scipy.stats.bootstrap(..., rng=...)
+    ("Image.Resampling", "pillow", "9.1"),
+]
+
+
+def test_declared_floors_are_at_least_the_releases_with_the_apis_the_code_uses():
+    """Every requirement of a pyproject (dependencies and extras) whose sources use one of
+    NEEDS has a floor at or above that release (issue 12: numpy>=1.24 with np.trapezoid)."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    for pyproject in _pyprojects():
+        project = tomllib.loads(pyproject.read_text())["project"]
+        code = "\n".join(path.read_text() for path in pyproject.parent.glob("*/**/*.py")
+                         if not {"tests", "build", ".venv"} & set(path.relative_to(pyproject.parent).parts))
+        requirements = [Requirement(r) for r in project.get("dependencies", [])]
+        requirements += [Requirement(r) for extra in project.get("optional-dependencies", {}).values() for r in extra]
+        for text, dist, first in NEEDS:
+            if text not in code:
+                continue
+            for req in (r for r in requirements if r.name.lower() == dist):
+                floors = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
+                assert floors and max(floors) >= Version(first), \
+                    f"{pyproject.relative_to(ROOT)}: {req} but the code uses {text!r} (needs {dist}>={first})"
+
+
+def test_every_pyproject_names_its_license_in_spdx_form_with_a_setuptools_that_reads_it():
+    tomllib = pytest.importorskip("tomllib")
+
+    for pyproject in _pyprojects():
         data = tomllib.loads(pyproject.read_text())
         where = pyproject.relative_to(ROOT)
         assert isinstance(data["project"].get("license"), str), f"{where}: license must be an SPDX string"
