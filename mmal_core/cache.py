@@ -50,6 +50,7 @@ import numpy as np
 
 from .data import Dataset
 from .errors import MmalError
+from .files import honour_umask
 
 #: 2: every array is Fletcher-32 checksummed and the attributes carry a checksum. A format
 #: change changes every cache key, so caches of another format are rebuilt, never read.
@@ -276,9 +277,7 @@ def atomic_h5(path: Path) -> Iterator[Any]:
             yield h5
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a cache is an ordinary file
+        honour_umask(tmp)  # mkstemp made it private; a cache is an ordinary file
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as err:

@@ -22,6 +22,17 @@ class MmalError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class PluginError(MmalError):
+    """A plugin failed on its own (an exception inside its code, not a bad parameter).
+
+    Still one line and no traceback for the person at the command line, who cannot fix it,
+    but a distinct exit status (3) so that scripts tell it from bad input; the plugin's
+    exception stays chained as ``__cause__`` for its author.
+    """
+
+    exit_code = 3
+
+
 class ConfigError(MmalError):
     """A configuration file or value is invalid."""
 

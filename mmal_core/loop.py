@@ -162,7 +162,7 @@ def validate_experiment(config: ExperimentConfig, source: str = "config", device
     try:
         model = build_model(config.model)
     except MmalError as err:
-        raise MmalError(f"{source}: model: {err}") from None
+        raise type(err)(f"{source}: model: {err}") from None  # a PluginError stays one (exit 3)
     if devices_here:
         _check_device(model, f"{source}: model: model '{config.model.name}'")
     provided = model.provided()
@@ -170,7 +170,7 @@ def validate_experiment(config: ExperimentConfig, source: str = "config", device
         try:
             strategy = build_strategy(spec)
         except MmalError as err:
-            raise MmalError(f"{source}: strategies[{i}]: {err}") from None
+            raise type(err)(f"{source}: strategies[{i}]: {err}") from None
         if devices_here:
             _check_device(strategy, f"{source}: strategies[{i}]: strategy '{spec.name}'")
         # labeled_* fields are the same model outputs computed on the labeled rows
@@ -186,7 +186,7 @@ def validate_experiment(config: ExperimentConfig, source: str = "config", device
             pm.get("dataset", spec.name)
             dataset = load_dataset(spec.name, seed=config.seeds[0], **spec.params)
         except MmalError as err:
-            raise MmalError(f"{source}: dataset[{i}]: {err}") from None
+            raise type(err)(f"{source}: dataset[{i}]: {err}") from None
         check_budget(config.budget, dataset, f"{source}: budget")
         if config.metrics.utilization is True:
             check_modality_count(len(dataset.modalities), f"{source}: metrics.utilization: dataset[{i}]")

@@ -6,7 +6,7 @@ import inspect
 import math
 from typing import Any
 
-from .errors import MmalError
+from .errors import MmalError, PluginError
 
 
 def get_params(obj: Any) -> dict[str, Any]:
@@ -38,12 +38,16 @@ def construct(cls: type, params: dict[str, Any], what: str) -> Any:
                     f"{what}: unknown parameter '{key}'{did_you_mean(key, accepted)}; "
                     f"accepted: {', '.join(accepted) or 'none'}"
                 )
+    try:  # parameters that do not fit the signature (a required one left out) are the user's
+        inspect.signature(cls).bind(**params)
+    except TypeError as err:
+        raise MmalError(f"{what}: {err}") from None
     try:
         obj = cls(**params)
     except MmalError as err:
         raise MmalError(f"{what}: {err}") from None
-    except TypeError as err:
-        raise MmalError(f"{what}: {err}") from None
+    except Exception as err:  # the plugin's own bug, not a bad parameter
+        raise PluginError(f"plugin error in {what} ({_origin(cls)}): {type(err).__name__}: {err}") from err
     # get_params() records what a run used: a parameter __init__ did not store would be lost.
     for name in accepted:
         if not hasattr(obj, name):
@@ -52,6 +56,15 @@ def construct(cls: type, params: dict[str, Any], what: str) -> Any:
                 f"(set self.{name} = {name}), so get_params() cannot record it"
             )
     return obj
+
+
+def _origin(cls: type) -> str:
+    """``package <distribution>`` that ships ``cls`` (or its module when no distribution does)."""
+    from importlib.metadata import packages_distributions
+
+    top = cls.__module__.split(".")[0]
+    dists = packages_distributions().get(top)
+    return f"package {dists[0]}" if dists else f"module {cls.__module__}"
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -8,6 +8,7 @@ goes to stderr and the exit status is 2.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import click
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(err.exit_code)
         # One line, like every other error (click's default is usage + hint + message).
         where = err.ctx.command_path if err.ctx is not None else "mmal"
-        _print_error(str(MmalError(f"{where}: {err.format_message()} (see `{where} --help`)")))
+        # click and typer both append "Did you mean 'x'?" to an unknown command: say it once
+        message = re.sub(r"( Did you mean [^?]*\?)(?:\1)+", r"\1", err.format_message())
+        _print_error(str(MmalError(f"{where}: {message} (see `{where} --help`)")))
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)

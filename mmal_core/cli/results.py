@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import MmalError, did_you_mean
+from ..files import honour_umask
 from ..metrics import aubc, flatten, get_metric
 from ..store import Store
 from .common import console, default_db, fmt
@@ -73,6 +74,7 @@ def write_atomically(path: Path, text: str | bytes) -> None:
         binary = isinstance(text, bytes)  # PNG files beside a Markdown report
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             fh.write(text)
+        honour_umask(tmp)  # a file for people, like one made by open(): not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
