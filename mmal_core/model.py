@@ -24,6 +24,9 @@ from .params import check_choice, check_float, check_int, get_params
 
 FUSIONS = ("concat", "sum", "gated", "late")
 
+#: Members per stacked network when lockstep training runs on the CPU (see FusionMLP.fit_many).
+CPU_STACK = 16
+
 
 class Model:
     """Interface of model plugins.
@@ -73,6 +76,23 @@ class Model:
         """Serialized weights, for warm starts and resumable runs."""
         raise NotImplementedError
 
+    #: True when the class implements :meth:`fit_many` (lockstep training of several runs).
+    lockstep: ClassVar[bool] = False
+
+    @classmethod
+    def fit_many(cls, models: list["Model"], jobs: list[tuple[Split, np.ndarray, int, bytes | None]]) -> None:
+        """Optional batched training: fit ``models[k]`` on ``jobs[k] = (pool, labeled, seed,
+        init_state)`` for every k at once (lockstep execution of the runs of a study).
+
+        The models are set up alike (same class, parameters, modalities and classes) and the
+        labeled sets have equal sizes. Afterwards each model must be exactly what its own
+        ``fit(*jobs[k])`` would have made: nothing of one member may depend on the others,
+        so a run's results do not change with the group it trains in. Classes that
+        implement it set ``lockstep = True``; the loop calls ``fit`` one run at a time for
+        the others.
+        """
+        raise NotImplementedError
+
     def get_params(self) -> dict[str, Any]:
         return get_params(self)
 
@@ -98,6 +118,7 @@ class FusionMLP(Model):
     """
 
     name = "fusion-mlp"
+    lockstep = True
     summary = "MLP encoder per modality, concat/sum/gated/late fusion, unimodal heads, mask-aware"
     provides = frozenset(
         {"probs", "embeddings", "modality_probs", "modality_embeddings", "mc_probs", "subset_probs"}
@@ -226,6 +247,81 @@ class FusionMLP(Model):
         net.eval()
         self.net_ = net
         self.seed_ = int(seed)
+
+    @classmethod
+    def fit_many(cls, models, jobs) -> None:
+        """Train several runs' networks as one stacked network (see :meth:`Model.fit_many`).
+
+        Each member draws its initial weights, batch order, dropout and modality-dropout
+        masks from its own seed exactly as :meth:`fit` does, and a batched matmul gives each
+        member the same bits as its own matmul on the CPU, so every member ends with the
+        weights ``fit`` would give it alone.
+        """
+        import torch
+
+        if len(models) != len(jobs) or not models:
+            raise MmalError(f"model: fit_many needs one job per model, got {len(models)} models and {len(jobs)} jobs")
+        first = models[0]
+        nets, gens, xs_all, masks, ys, sizes = [], [], [], [], [], set()
+        device = first._torch_device()
+        for model, (pool, labeled, seed, init_state) in zip(models, jobs):
+            if not hasattr(model, "modalities_"):
+                raise MmalError("model: call setup(modalities, n_classes) before fit_many")
+            if model.get_params() != first.get_params():
+                raise MmalError("model: fit_many needs models with equal parameters")
+            labeled = np.sort(np.asarray(labeled, dtype=np.int64))
+            sizes.add(len(labeled))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model._normaliser(pool)
+                net = model._build()
+                if init_state is not None:
+                    net.load_state_dict(torch.load(io.BytesIO(init_state), map_location="cpu"))
+                gen = torch.Generator()
+                gen.set_state(torch.get_rng_state())  # the stream fit() goes on drawing from
+            nets.append(net.to(device))
+            gens.append(gen)
+            xs, mask = model._tensors(pool, labeled, device)
+            xs_all.append(xs)
+            masks.append(mask)
+            ys.append(torch.from_numpy(pool.labels[labeled]).to(device))
+            model.seed_ = int(seed)
+        if len(sizes) != 1 or len({tuple(x.shape[1] for x in xs) for xs in xs_all}) != 1:
+            raise MmalError("model: fit_many needs labeled sets of one size and modalities of equal widths")
+        n = sizes.pop()
+        batches = -(-n // first.batch_size)
+        epochs = max(first.epochs, -(-first.min_steps // batches))
+        # On the CPU, stacks of more than a few dozen members spill out of the caches and
+        # train slower per member: chunks of them (members are independent, so the bits
+        # do not change). On a GPU the whole group is one stack.
+        chunk = CPU_STACK if device.type == "cpu" else len(nets)
+        for start in range(0, len(nets), chunk):
+            sl = slice(start, start + chunk)
+            cls._fit_stack(first, device, nets[sl], gens[sl], xs_all[sl], masks[sl], ys[sl], epochs)
+        for model, net in zip(models, nets):
+            net.eval()
+            model.net_ = net
+
+    @staticmethod
+    def _fit_stack(first, device, nets, gens, xs_all, masks, ys, epochs):
+        import torch
+
+        from .network import StackedFusion
+
+        stack = StackedFusion(nets)
+        xs = [torch.stack([xs_k[j] for xs_k in xs_all]) for j in range(len(xs_all[0]))]
+        # One intra-op thread on the CPU: torch splits a batched product over its members but
+        # a single product (K = 1) inside the matrix, and with more than one thread the two
+        # splits round large products differently. Processes (--workers) give parallelism.
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            stack.fit(xs, torch.stack(masks), torch.stack(ys), gens, epochs=epochs, batch_size=first.batch_size,
+                      lr=first.lr, weight_decay=first.weight_decay, aux_weight=first.aux_weight,
+                      modality_dropout=first.modality_dropout)
+        finally:
+            torch.set_num_threads(threads)
 
     def state(self) -> bytes:
         import torch
