@@ -293,14 +293,27 @@ class FusionMLP(Model):
         epochs = max(first.epochs, -(-first.min_steps // batches))
         # On the CPU, stacks of more than a few dozen members spill out of the caches and
         # train slower per member: chunks of them (members are independent, so the bits
-        # do not change). On a GPU the whole group is one stack.
-        chunk = CPU_STACK if device.type == "cpu" else len(nets)
+        # do not change). On a GPU a stack holds as many members as fit in its memory.
+        chunk = CPU_STACK if device.type == "cpu" else first._members_fitting(device, nets[0], n)
         for start in range(0, len(nets), chunk):
             sl = slice(start, start + chunk)
             cls._fit_stack(first, device, nets[sl], gens[sl], xs_all[sl], masks[sl], ys[sl], epochs)
         for model, net in zip(models, nets):
             net.eval()
             model.net_ = net
+
+    def _members_fitting(self, device, net, n: int) -> int:
+        """How many members one stack on ``device`` may hold: half the free memory over a
+        generous estimate of one member's (weights, gradients and Adam moments, its labeled
+        features, a batch's activations kept for the backward pass). Never below 1."""
+        import torch
+
+        weights = sum(p.numel() for p in net.parameters())
+        features = n * (sum(m.dim for m in self.modalities_) + len(self.modalities_) + 1)
+        activations = self.batch_size * (sum(m.dim for m in self.modalities_) + 12 * self.hidden * (len(self.modalities_) + 1))
+        member = 4 * (5 * weights + features + 4 * activations)
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, int(0.5 * free // member))
 
     @staticmethod
     def _fit_stack(first, device, nets, gens, xs_all, masks, ys, epochs):

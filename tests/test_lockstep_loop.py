@@ -150,3 +150,47 @@ def test_a_failing_strategy_fails_its_run_alone(tmp_path, monkeypatch):
     outcomes = run_experiment(cfg, str(tmp_path / "fail.db"))
     assert [o.status for o in outcomes] == ["finished", "failed"]
     assert "injected failure" in outcomes[1].error
+
+
+KILLED_GROUP = '''
+import os, signal
+from mmal_core.executors import execute_task
+from mmal_core.loop import execute_group
+from mmal_core.store import Store
+
+
+def killed_mid_group(task, dataset=None):
+    """Attempt 1 of a group commits one round of each run, then its process is SIGKILLed."""
+    if task.attempt == 1 and task.group:
+        with Store(task.db_path) as store:
+            execute_group(list(task.group), store, task.experiment_id, stop_after=1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return execute_task(task, dataset)
+'''
+
+
+def test_group_worker_killed_is_retried_to_the_same_rounds(tmp_path, monkeypatch, reference):
+    import importlib
+    import sys
+
+    folder = tmp_path / "killer"
+    folder.mkdir()
+    (folder / "mmal_killed_group.py").write_text(KILLED_GROUP)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("mmal_killed_group", None)
+    worker = importlib.import_module("mmal_killed_group").killed_mid_group
+    db = tmp_path / "killed.db"
+    outcomes = run_experiment(_config(), str(db), executor=LocalExecutor(workers=2, retries=1, worker=worker))
+    assert all(o.status == "finished" for o in outcomes)
+    assert rounds(db) == reference
+
+
+def test_cli_no_lockstep_gives_the_rounds_of_the_default(tmp_path, cli, write_config):
+    cfg = write_config(tiny_config(model={"name": "fusion-mlp", "params": {"epochs": 2, "hidden": 8, "min_steps": 4}},
+                                   budget={"initial": 6, "per_round": 4, "rounds": 1}, seeds=[0, 1]))
+    dbs = []
+    for flags in ([], ["--no-lockstep"], ["--no-lockstep", "--workers", "2"]):
+        dbs.append(tmp_path / f"cli{len(dbs)}.db")
+        res = cli("run", str(cfg), "--db", str(dbs[-1]), "--workers", "1", *flags)
+        assert res.returncode == 0, res.stderr
+    assert rounds(dbs[0]) == rounds(dbs[1]) == rounds(dbs[2])
