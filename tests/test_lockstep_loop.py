@@ -194,3 +194,18 @@ def test_cli_no_lockstep_gives_the_rounds_of_the_default(tmp_path, cli, write_co
         res = cli("run", str(cfg), "--db", str(dbs[-1]), "--workers", "1", *flags)
         assert res.returncode == 0, res.stderr
     assert rounds(dbs[0]) == rounds(dbs[1]) == rounds(dbs[2])
+
+
+def test_groups_share_dataset_model_and_budget_and_split_over_workers():
+    cfg = _config(dataset=[{"name": "synthetic-missing", "params": {"n_train": 240, "n_test": 90, "dim": 6}},
+                           {"name": "synthetic-missing", "params": {"n_train": 200, "n_test": 90, "dim": 6}}],
+                  strategies=["random", "margin", "entropy"], seeds=[0, 1])
+    specs = run_specs(cfg)
+    groups = plan_groups(specs)
+    assert sorted(map(sorted, groups)) == [list(range(6)), list(range(6, 12))]
+    for group in groups:
+        assert len({(specs[i].dataset.params["n_train"]) for i in group}) == 1
+    split = plan_groups(specs, parts=4)
+    assert len(split) == 4 and sorted(i for g in split for i in g) == list(range(12))
+    assert all(len(g) <= 3 for g in plan_groups(specs, max_runs=3))
+    assert LocalExecutor(workers=2, lockstep=False)._units(specs, 2) == [[i] for i in range(12)]
