@@ -12,6 +12,7 @@ Torch is imported only when a model is built or trained, so listing plugins stay
 
 from __future__ import annotations
 
+import contextlib
 import io
 from itertools import combinations
 from typing import Any, ClassVar
@@ -376,8 +377,12 @@ class FusionMLP(Model):
         net = self.net_
         mc_seed = int(params.get("mc_seed", getattr(self, "seed_", 0))) + 7919
         mc_rng = np.random.default_rng(mc_seed)  # dropout masks on the CPU (torch's generator on CUDA)
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(mc_seed)
+        # Only MC dropout draws from torch's generator (on CUDA): seeding it costs about a
+        # millisecond (a large share of a small predict), so other passes leave it alone.
+        seeded = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if T else contextlib.nullcontext()
+        with torch.no_grad(), seeded:
+            if T:
+                torch.manual_seed(mc_seed)
             for start in range(0, n, self.eval_batch_size):
                 sl = slice(start, min(start + self.eval_batch_size, n))
                 xs, mask = self._tensors(split, index[sl], device, keep)
