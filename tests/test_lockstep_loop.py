@@ -169,6 +169,7 @@ def killed_mid_group(task, dataset=None):
 '''
 
 
+@pytest.mark.slow
 def test_group_worker_killed_is_retried_to_the_same_rounds(tmp_path, monkeypatch, reference):
     import importlib
     import sys
@@ -185,6 +186,7 @@ def test_group_worker_killed_is_retried_to_the_same_rounds(tmp_path, monkeypatch
     assert rounds(db) == reference
 
 
+@pytest.mark.slow
 def test_cli_no_lockstep_gives_the_rounds_of_the_default(tmp_path, cli, write_config):
     cfg = write_config(tiny_config(model={"name": "fusion-mlp", "params": {"epochs": 2, "hidden": 8, "min_steps": 4}},
                                    budget={"initial": 6, "per_round": 4, "rounds": 1}, seeds=[0, 1]))
