@@ -5,6 +5,10 @@ commits its rounds to the one SQLite database as they finish (``execute_run``), 
 execute anywhere that can open that file, in any order, and a run that is started again
 resumes from its last committed round. Executors only decide *where* the runs execute:
 
+With lockstep on (the default), the unit a worker executes is a group of runs that share
+dataset, model and budget, trained together (:func:`mmal_core.loop.execute_group`); the
+groups are split so that every worker has one. A run's rounds are the same either way.
+
 ``LocalExecutor(workers=N)``
     One worker process per run, at most ``N`` at a time (``N = 1``: the runs execute
     one after the other in this process, as ``run_experiment`` always did).
@@ -37,7 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import MmalError
-from .loop import Callbacks, RunOutcome, RunSpec, _DatasetCache, execute_run
+from .loop import (Callbacks, RunOutcome, RunSpec, _DatasetCache, _DatasetsBySeed, execute_group, execute_run,
+                   is_group, plan_groups)
 from .store import RoundRecord, Store
 
 #: How often (seconds) the parent looks at workers and at the database for progress.
@@ -60,6 +65,10 @@ class RunTask:
     experiment_id: int
     attempt: int = 1
     threads: int | None = None
+    #: A lockstep group (``spec`` is its first run): the worker returns one outcome per run.
+    group: tuple[RunSpec, ...] = ()
+    #: Retries of a group's run that raises, on its own, inside the worker.
+    retries: int = 0
 
 
 class _GivenDataset:
@@ -72,11 +81,12 @@ class _GivenDataset:
         return self.dataset
 
 
-def execute_task(task: RunTask, dataset=None) -> RunOutcome:
+def execute_task(task: RunTask, dataset=None) -> RunOutcome | list[RunOutcome]:
     """Run (or resume) ``task.spec`` into ``task.db_path``; what every worker calls.
 
     dataset: the run's :class:`~mmal_core.data.MultimodalDataset` when the executor already
-    holds it (Ray's object store); None to load it here.
+    holds it (Ray's object store); None to load it here. A group task loads its own
+    datasets (a group spans seeds) and returns the list of its runs' outcomes.
     On an error the run is marked ``failed`` with the one-line reason, then the error is
     raised again so that the executor can decide to retry.
     """
@@ -84,6 +94,11 @@ def execute_task(task: RunTask, dataset=None) -> RunOutcome:
         import torch
 
         torch.set_num_threads(task.threads)
+    if task.group:
+        # each run of the group that fails is marked failed (and retried) inside
+        with Store(task.db_path) as store:
+            return execute_group(list(task.group), store, task.experiment_id, None, _DatasetsBySeed(),
+                                 retries=task.retries)
     with Store(task.db_path) as store:
         datasets = _GivenDataset(dataset) if dataset is not None else _DatasetCache()
         try:
@@ -186,6 +201,19 @@ def _failed_outcome(store: Store, experiment_id: int, spec: RunSpec, error: str)
     return outcome
 
 
+def _outcome_of_unit_run(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:
+    """What a run of a lockstep group whose worker died comes to: finished if it had finished
+    before, else failed with ``error`` (its committed rounds kept)."""
+    row = store.conn.execute(
+        "SELECT id, status FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, spec.key)
+    ).fetchone()
+    if row is None or row[1] != "finished":
+        return _failed_outcome(store, experiment_id, spec, error)
+    rounds = store.rounds(int(row[0]))
+    return RunOutcome(spec, int(row[0]), "finished", [r.n_labeled for r in rounds],
+                      [r.metrics.get("accuracy", float("nan")) for r in rounds], resumed_rounds=len(rounds))
+
+
 def _notify_failure(callbacks: Callbacks, spec: RunSpec, attempt: int, reason: str, will_retry: bool) -> None:
     hook = getattr(callbacks, "run_failed", None)
     if hook is not None:
@@ -197,6 +225,8 @@ class Executor:
 
     retries: how many times a run whose worker died or raised is started again (an
     :class:`MmalError` is not: it would fail the same way again, see :class:`NotRetried`).
+    lockstep: runs that share dataset, model and budget train together (one worker attempt
+    per group; a run of the group that raises is retried on its own inside it).
     worker: the function a worker calls with a :class:`RunTask` (and the dataset, when
     the executor ships it); tests pass a wrapper that injects failures.
     """
@@ -205,11 +235,16 @@ class Executor:
     runs_here = True
     name = "executor"
 
-    def __init__(self, retries: int = 1, worker: Callable[..., RunOutcome] = execute_task):
+    def __init__(self, retries: int = 1, worker: Callable[..., RunOutcome] = execute_task, lockstep: bool = True):
         if retries < 0:
             raise MmalError(f"--retries {retries}: expected 0 or more")
         self.retries = retries
         self.worker = worker
+        self.lockstep = lockstep
+
+    def _units(self, specs: list[RunSpec], parts: int) -> list[list[int]]:
+        """What one worker attempt executes: lockstep groups (see ``plan_groups``) or single runs."""
+        return plan_groups(specs, parts) if self.lockstep else [[i] for i in range(len(specs))]
 
     def run(self, specs: list[RunSpec], store: Store, experiment_id: int,
             callbacks: Callbacks | None = None) -> list[RunOutcome]:
@@ -233,32 +268,41 @@ class _SlotScheduler(Executor):
     def run(self, specs, store, experiment_id, callbacks=None):
         callbacks = callbacks or Callbacks()
         follower = _ProgressFollower(store, experiment_id, callbacks)
-        pending = deque((i, 1) for i in range(len(specs)))
+        units = self._units(specs, self.slots)
+        pending = deque((u, 1) for u in range(len(units)))
         running: dict[Any, tuple[int, int]] = {}
         outcomes: dict[int, RunOutcome] = {}
         try:
             while pending or running:
                 while pending and len(running) < self.slots:
-                    index, attempt = pending.popleft()
-                    follower.watch(specs[index])
-                    task = RunTask(specs[index], str(store.path), experiment_id, attempt, self._threads())
-                    running[self._start(task)] = (index, attempt)
+                    u, attempt = pending.popleft()
+                    unit = units[u]
+                    for i in unit:
+                        follower.watch(specs[i])
+                    group = tuple(specs[i] for i in unit) if is_group(unit) else ()
+                    task = RunTask(specs[unit[0]], str(store.path), experiment_id, attempt, self._threads(),
+                                   group=group, retries=self.retries)
+                    running[self._start(task)] = (u, attempt)
                 for handle, outcome, error in self._wait(list(running), POLL_SECONDS):
-                    index, attempt = running.pop(handle)
-                    spec = specs[index]
-                    follower.unwatch(spec)
+                    u, attempt = running.pop(handle)
+                    unit = units[u]
+                    for i in unit:
+                        follower.unwatch(specs[i])
                     if error is None:
-                        outcomes[index] = outcome
-                        callbacks.run_finished(outcome)
+                        for i, one in zip(unit, outcome if is_group(unit) else [outcome]):
+                            outcomes[i] = one
+                            callbacks.run_finished(one)
                         continue
                     will_retry = attempt <= self.retries and not isinstance(error, NotRetried)
-                    _notify_failure(callbacks, spec, attempt, error, will_retry)
+                    for i in unit:
+                        _notify_failure(callbacks, specs[i], attempt, error, will_retry)
                     if will_retry:
-                        pending.appendleft((index, attempt + 1))
-                    else:
-                        tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
-                        failed = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
-                        outcomes[index] = failed
+                        pending.appendleft((u, attempt + 1))
+                        continue
+                    tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
+                    for i in unit:
+                        failed = _outcome_of_unit_run(store, experiment_id, specs[i], f"failed after {tries}: {error}")
+                        outcomes[i] = failed
                         callbacks.run_finished(failed)
                 follower.poll()
         finally:
@@ -347,8 +391,8 @@ class LocalExecutor(_SlotScheduler):
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, retries: int = 1, worker=execute_task):
-        super().__init__(retries, worker)
+    def __init__(self, workers: int | None = None, retries: int = 1, worker=execute_task, lockstep: bool = True):
+        super().__init__(retries, worker, lockstep)
         cores = os.cpu_count() or 1
         workers = cores if workers is None else workers
         if workers < 1:
@@ -369,8 +413,27 @@ class LocalExecutor(_SlotScheduler):
         return super().run(specs, store, experiment_id, callbacks)
 
     def _run_here(self, specs, store, experiment_id, callbacks):
-        """One worker: runs execute in this process, sharing one dataset cache."""
+        """One worker: runs (and lockstep groups) execute in this process, sharing datasets."""
+        outcomes: dict[int, RunOutcome] = {}
         datasets = _DatasetCache()
+        for unit in self._units(specs, 1):
+            if is_group(unit):
+                datasets = _DatasetsBySeed()  # what this group needs, all seeds at once
+                group = [specs[i] for i in unit]
+                if self.worker is execute_task:
+                    done = execute_group(group, store, experiment_id, callbacks, datasets, retries=self.retries)
+                else:
+                    done = self.worker(RunTask(group[0], str(store.path), experiment_id, group=tuple(group),
+                                               retries=self.retries))
+                    for outcome in done:
+                        callbacks.run_finished(outcome)
+                outcomes.update(zip(unit, done))
+            else:
+                outcomes.update(zip(unit, self._run_alone([specs[i] for i in unit], store, experiment_id,
+                                                          callbacks, datasets)))
+        return [outcomes[i] for i in range(len(specs))]
+
+    def _run_alone(self, specs, store, experiment_id, callbacks, datasets):
         outcomes = []
         for spec in specs:
             attempt = 1
@@ -508,8 +571,8 @@ class RayExecutor(_SlotScheduler):
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 1,
-                 gpu_fraction: float | None = None, worker=execute_task):
-        super().__init__(retries, worker)
+                 gpu_fraction: float | None = None, worker=execute_task, lockstep: bool = True):
+        super().__init__(retries, worker, lockstep)
         if workers is not None and workers < 1:
             raise MmalError(f"--workers {workers}: expected at least 1")
         if gpu_fraction is not None and not 0 <= gpu_fraction <= 1:
@@ -567,7 +630,8 @@ class RayExecutor(_SlotScheduler):
         return 1
 
     def _start(self, task: RunTask):
-        return self._remote.remote(self.worker, task, self._dataset_ref(task.spec))
+        # a lockstep group spans seeds: its task loads its own datasets
+        return self._remote.remote(self.worker, task, None if task.group else self._dataset_ref(task.spec))
 
     def _wait(self, handles, timeout):
         import ray
@@ -601,16 +665,16 @@ def _ray_reason(err: BaseException) -> str:
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None, retries: int = 1,
-                  gpu_fraction: float | None = None) -> Executor:
-    """The executor the CLI options describe (``--executor local|ray`` and its options)."""
+                  gpu_fraction: float | None = None, lockstep: bool = True) -> Executor:
+    """The executor the CLI options describe (``--executor local|ray``, ``--no-lockstep``, ...)."""
     if name == "local":
         if address:
             raise MmalError("--address: only used with --executor ray")
         if gpu_fraction is not None:
             raise MmalError("--gpu-fraction: only used with --executor ray")
-        return LocalExecutor(workers, retries)
+        return LocalExecutor(workers, retries, lockstep=lockstep)
     if name == "ray":
-        return RayExecutor(address, workers, retries, gpu_fraction)
+        return RayExecutor(address, workers, retries, gpu_fraction, lockstep=lockstep)
     from .errors import did_you_mean
 
     raise MmalError(f"--executor {name}: unknown executor{did_you_mean(name, EXECUTOR_NAMES)}; expected one of "

@@ -46,7 +46,11 @@ def mmal_register_models() -> list[type]:
     """Return model classes: subclasses of :class:`mmal_core.model.Model`.
 
     A model is built from the dataset's modality specs, trained on the labeled set each
-    round and asked for the PoolView fields a strategy requires.
+    round and asked for the PoolView fields a strategy requires. A class that can train
+    several runs at once sets ``lockstep = True`` and implements the classmethod
+    ``fit_many(models, jobs)`` (see :meth:`mmal_core.model.Model.fit_many`); ``mmal run``
+    then trains the runs of a study that share dataset, model and budget together. Its
+    results must be exactly those of one ``fit`` per run.
     """
 
 

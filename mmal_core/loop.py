@@ -355,6 +355,98 @@ def run_fields(spec: RunSpec, strategy: Any) -> dict[str, Any]:
     }
 
 
+class _Run:
+    """One run in progress: its dataset, strategy, labeled set and outcome so far.
+
+    :func:`execute_run` drives one of them; :func:`execute_group` drives several in
+    lockstep. Both go through the same steps (``start``, ``train_job``, ``finish_round``),
+    so a run records the same rounds either way.
+    """
+
+    def __init__(self, spec: RunSpec, store: Store, experiment_id: int, callbacks: Callbacks,
+                 datasets: _DatasetCache):
+        self.spec, self.store, self.callbacks = spec, store, callbacks
+        self.dataset = datasets.get(spec.dataset, spec.seed)
+        check_budget(spec.budget, self.dataset, "budget")
+        pool = self.dataset.train
+        self.strategy = build_strategy(spec.strategy)
+        self.schedule = spec.budget.schedule
+        self.total_rounds = len(self.schedule) + 1
+        rng_init = np.random.default_rng(derive_seed(spec.seed, _STREAM_INITIAL))
+        initial = initial_set(pool.labels, spec.budget.initial, spec.budget.stratified, rng_init)
+        self.run_id, initial_ids = store.run(
+            experiment_id, spec.key, {**run_fields(spec, self.strategy), "initial_ids": pool.ids[initial].tolist()}
+        )
+        done = store.rounds(self.run_id, with_state=spec.model.warm_start)
+        position_of = {int(i): p for p, i in enumerate(pool.ids)}
+        labeled_ids = list(initial_ids) + [i for r in done for i in r.queried_ids]
+        self.is_labeled = np.zeros(len(pool), dtype=bool)
+        try:
+            self.is_labeled[[position_of[int(i)] for i in labeled_ids]] = True
+        except KeyError as err:
+            raise MmalError(f"run {self.run_id}: stored sample id {err} is not in the pool of '{spec.dataset.name}'") from None
+        self.outcome = RunOutcome(spec, self.run_id, "running", resumed_rounds=len(done))
+        for r in done:
+            self.outcome.n_labeled.append(r.n_labeled)
+            self.outcome.accuracy.append(r.metrics.get("accuracy", float("nan")))
+        callbacks.run_started(spec, self.total_rounds, len(done))
+        self.state = done[-1].model_state if (done and spec.model.warm_start) else None
+        self.rnd = len(done)
+        self.new_rounds = 0
+
+    @property
+    def done(self) -> bool:
+        return self.rnd >= self.total_rounds
+
+    def labeled(self) -> np.ndarray:
+        return np.flatnonzero(self.is_labeled)
+
+    def train_job(self) -> tuple[Any, np.ndarray, int, bytes | None]:
+        """(pool, labeled, model seed, initial state) of this round's fit."""
+        return (self.dataset.train, self.labeled(), derive_seed(self.spec.seed, _STREAM_MODEL, self.rnd), self.state)
+
+    def new_model(self):
+        model = build_model(self.spec.model)
+        model.setup(self.dataset.modalities, self.dataset.n_classes)
+        return model
+
+    def finish_round(self, model: Any, train_seconds: float) -> None:
+        """Evaluate the round's trained model, query, commit the round."""
+        spec, dataset, rnd = self.spec, self.dataset, self.rnd
+        pool = dataset.train
+        labeled = self.labeled()
+        timings: dict[str, float] = {"train": train_seconds}
+        t0 = time.perf_counter()
+        metrics = round_metrics(model, dataset, labeled, spec.metrics)
+        timings["evaluate"] = time.perf_counter() - t0
+        queried: list[int] = []
+        if rnd < len(self.schedule):
+            unlabeled = np.flatnonzero(~self.is_labeled)
+            chosen = select_round(self.strategy, spec.strategy.name, model, dataset, labeled, unlabeled, metrics,
+                                  self.schedule[rnd], spec.seed, rnd, timings)
+            queried = pool.ids[chosen].tolist()
+            metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
+        if spec.model.warm_start:
+            self.state = model.state()
+        record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, self.state if spec.model.warm_start else None)
+        self.store.add_round(self.run_id, record)
+        if queried:
+            self.is_labeled[chosen] = True
+        self.outcome.n_labeled.append(record.n_labeled)
+        self.outcome.accuracy.append(metrics["accuracy"])
+        for k, v in timings.items():
+            self.outcome.timings[k] = self.outcome.timings.get(k, 0.0) + v
+        self.callbacks.round_finished(spec, record)
+        self.rnd += 1
+        self.new_rounds += 1
+
+    def finish(self) -> RunOutcome:
+        self.store.set_status(self.run_id, "finished")
+        self.outcome.status = "finished"
+        self.callbacks.run_finished(self.outcome)
+        return self.outcome
+
+
 def execute_run(
     spec: RunSpec,
     store: Store,
@@ -367,74 +459,185 @@ def execute_run(
 
     stop_after: stop after this many new rounds (tests use it to simulate a killed run).
     """
-    callbacks = callbacks or Callbacks()
-    datasets = datasets or _DatasetCache()
-    dataset = datasets.get(spec.dataset, spec.seed)
-    check_budget(spec.budget, dataset, "budget")
-    pool = dataset.train
-    strategy = build_strategy(spec.strategy)
-    schedule = spec.budget.schedule
-    total_rounds = len(schedule) + 1
+    run = _Run(spec, store, experiment_id, callbacks or Callbacks(), datasets or _DatasetCache())
+    while not run.done:
+        if stop_after is not None and run.new_rounds >= stop_after:
+            run.outcome.status = "interrupted"
+            return run.outcome
+        t0 = time.perf_counter()
+        model = train_round_model(spec.model, run.dataset, run.labeled(), spec.seed, run.rnd, init_state=run.state)
+        run.finish_round(model, time.perf_counter() - t0)
+    return run.finish()
 
-    rng_init = np.random.default_rng(derive_seed(spec.seed, _STREAM_INITIAL))
-    initial = initial_set(pool.labels, spec.budget.initial, spec.budget.stratified, rng_init)
-    run_id, initial_ids = store.run(
-        experiment_id, spec.key, {**run_fields(spec, strategy), "initial_ids": pool.ids[initial].tolist()}
-    )
-    done = store.rounds(run_id, with_state=spec.model.warm_start)
-    position_of = {int(i): p for p, i in enumerate(pool.ids)}
-    labeled_ids = list(initial_ids) + [i for r in done for i in r.queried_ids]
-    is_labeled = np.zeros(len(pool), dtype=bool)
+
+def supports_lockstep(model_spec: ModelSpec) -> bool:
+    """True when the model plugin trains several runs at once (``Model.fit_many``)."""
+    cls = get_plugin_manager().get("model", model_spec.name)
+    return bool(getattr(cls, "lockstep", False)) and callable(getattr(cls, "fit_many", None))
+
+
+def lockstep_key(spec: RunSpec) -> str:
+    """Runs with equal keys train the same network on labeled sets of the same size every
+    round: same dataset (with its parameters), model and budget (and metrics)."""
+    return content_hash({k: v for k, v in spec.canonical().items() if k not in ("seed", "strategy")})
+
+
+class _DatasetsBySeed(_DatasetCache):
+    """Keeps every (dataset, seed) a group needs (a group spans seeds)."""
+
+    def __init__(self):
+        self.cache: dict[tuple[str, int], MultimodalDataset] = {}
+
+    def get(self, spec: PluginSpec, seed: int) -> MultimodalDataset:
+        key = (content_hash(spec.canonical()), seed)
+        if key not in self.cache:
+            self.cache[key] = load_dataset(spec.name, seed=seed, **spec.params)
+        return self.cache[key]
+
+
+def _fit_group(runs: list[_Run]) -> list[Any]:
+    """Train this round's models of ``runs`` (same model spec, equal labeled sizes) in one
+    ``fit_many``; a plugin whose batched path raises is reported in one line and the runs
+    fall back to one ``fit`` each (same models, by the contract of ``fit_many``)."""
+    models = [run.new_model() for run in runs]
+    jobs = [run.train_job() for run in runs]
+    cls = type(models[0])
     try:
-        is_labeled[[position_of[int(i)] for i in labeled_ids]] = True
-    except KeyError as err:
-        raise MmalError(f"run {run_id}: stored sample id {err} is not in the pool of '{spec.dataset.name}'") from None
-    outcome = RunOutcome(spec, run_id, "running", resumed_rounds=len(done))
-    for r in done:
-        outcome.n_labeled.append(r.n_labeled)
-        outcome.accuracy.append(r.metrics.get("accuracy", float("nan")))
-    callbacks.run_started(spec, total_rounds, len(done))
-    state = done[-1].model_state if (done and spec.model.warm_start) else None
+        cls.fit_many(models, jobs)
+        return models
+    except MmalError:
+        raise
+    except Exception as err:
+        import logging
 
-    new_rounds = 0
-    for rnd in range(len(done), total_rounds):
-        if stop_after is not None and new_rounds >= stop_after:
-            outcome.status = "interrupted"
-            return outcome
-        labeled = np.flatnonzero(is_labeled)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        model = train_round_model(spec.model, dataset, labeled, spec.seed, rnd, init_state=state)
-        timings["train"] = time.perf_counter() - t0
+        text = " ".join(str(err).split())[:200]
+        logging.getLogger("mmal").warning(
+            "model '%s': fit_many failed (%s: %s); training these %d runs one at a time",
+            runs[0].spec.model.name, type(err).__name__, text, len(runs))
+    models = [run.new_model() for run in runs]
+    for model, (pool, labeled, seed, state) in zip(models, jobs):
+        model.fit(pool, labeled, seed=seed, init_state=state)
+    return models
 
-        t0 = time.perf_counter()
-        metrics = round_metrics(model, dataset, labeled, spec.metrics)
-        timings["evaluate"] = time.perf_counter() - t0
 
-        queried: list[int] = []
-        if rnd < len(schedule):
-            unlabeled = np.flatnonzero(~is_labeled)
-            budget = schedule[rnd]
-            chosen = select_round(strategy, spec.strategy.name, model, dataset, labeled, unlabeled, metrics,
-                                  budget, spec.seed, rnd, timings)
-            queried = pool.ids[chosen].tolist()
-            metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
-        if spec.model.warm_start:
-            state = model.state()
-        record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, state if spec.model.warm_start else None)
-        store.add_round(run_id, record)
-        if queried:
-            is_labeled[chosen] = True
-        outcome.n_labeled.append(record.n_labeled)
-        outcome.accuracy.append(metrics["accuracy"])
-        for k, v in timings.items():
-            outcome.timings[k] = outcome.timings.get(k, 0.0) + v
-        callbacks.round_finished(spec, record)
-        new_rounds += 1
-    store.set_status(run_id, "finished")
-    outcome.status = "finished"
+def execute_group(
+    specs: list[RunSpec],
+    store: Store,
+    experiment_id: int,
+    callbacks: Callbacks | None = None,
+    datasets: "_DatasetsBySeed | None" = None,
+    stop_after: int | None = None,
+    retries: int = 0,
+) -> list[RunOutcome]:
+    """Run (or resume) several runs in lockstep: round r of every run trains in one batched
+    fit (``Model.fit_many``), then each run evaluates, queries and commits its round exactly
+    as :func:`execute_run` would. The runs must share :func:`lockstep_key`; runs resumed at
+    different rounds train with the others at the same round.
+
+    A run that raises fails alone (marked failed with its one-line reason); the others go on.
+    An error that another try could fix (not an :class:`MmalError`) is retried up to
+    ``retries`` times, one run at a time, from the run's committed rounds.
+    stop_after: stop every run after this many new rounds (tests: a killed group).
+    Returns the outcomes in the order of ``specs``.
+    """
+    callbacks = callbacks or Callbacks()
+    datasets = datasets if datasets is not None else _DatasetsBySeed()
+    outcomes: dict[int, RunOutcome] = {}
+    errors: dict[int, BaseException] = {}
+    active: dict[int, _Run] = {}
+    for i, spec in enumerate(specs):
+        try:
+            active[i] = _Run(spec, store, experiment_id, callbacks, datasets)
+        except Exception as err:
+            errors[i] = err
+    while active:
+        for i in [i for i, run in active.items() if run.done]:
+            outcomes[i] = active.pop(i).finish()
+        if stop_after is not None:
+            for i in [i for i, run in active.items() if run.new_rounds >= stop_after]:
+                run = active.pop(i)
+                run.outcome.status = "interrupted"
+                outcomes[i] = run.outcome
+        if not active:
+            break
+        rnd = min(run.rnd for run in active.values())
+        members = [i for i, run in active.items() if run.rnd == rnd]
+        sizes: dict[int, list[int]] = {}
+        for i in members:  # equal budgets give equal sizes; anything else trains apart
+            sizes.setdefault(int(active[i].is_labeled.sum()), []).append(i)
+        for same in sizes.values():
+            t0 = time.perf_counter()
+            try:
+                models = _fit_group([active[i] for i in same])
+            except Exception as err:
+                for i in same:
+                    errors[i] = err
+                    active.pop(i)
+                continue
+            train_seconds = (time.perf_counter() - t0) / len(same)
+            for i, model in zip(same, models):
+                try:
+                    active[i].finish_round(model, train_seconds)
+                except Exception as err:
+                    errors[i] = err
+                    active.pop(i)
+    for i, err in errors.items():
+        outcomes[i] = _retry_alone(specs[i], err, store, experiment_id, callbacks, retries)
+    return [outcomes[i] for i in range(len(specs))]
+
+
+def _retry_alone(spec: RunSpec, err: BaseException, store: Store, experiment_id: int, callbacks: Callbacks,
+                 retries: int) -> RunOutcome:
+    """A run of a group that raised: retried on its own while it may help, else marked failed."""
+    from .executors import _error_of, _failed_outcome, _notify_failure, NotRetried
+
+    attempt, error = 1, _error_of(err)
+    while not isinstance(error, NotRetried) and attempt <= retries:
+        _notify_failure(callbacks, spec, attempt, error, True)
+        attempt += 1
+        try:
+            return execute_run(spec, store, experiment_id, callbacks, _DatasetCache())
+        except Exception as again:
+            error = _error_of(again)
+    _notify_failure(callbacks, spec, attempt, error, False)
+    tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
+    outcome = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
     callbacks.run_finished(outcome)
     return outcome
+
+
+def plan_groups(specs: list[RunSpec], parts: int = 1, max_runs: int = 256) -> list[list[int]]:
+    """Indices of ``specs`` in lockstep groups: runs of one :func:`lockstep_key` whose model
+    has a batched path, split into at least ``parts`` pieces (one per worker) and at most
+    ``max_runs`` runs each (bounding memory); every other run is a group of its own, to run
+    with :func:`execute_run` (see :func:`is_group`)."""
+    keyed: dict[str, list[int]] = {}
+    alone: list[list[int]] = []
+    support: dict[str, bool] = {}
+    for i, spec in enumerate(specs):
+        name = spec.model.name
+        if name not in support:
+            support[name] = supports_lockstep(spec.model)
+        if support[name]:
+            keyed.setdefault(lockstep_key(spec), []).append(i)
+        else:
+            alone.append([i])
+    total = sum(len(v) for v in keyed.values())
+    share = max(1, -(-total // max(parts, 1)))
+    groups = []
+    for members in keyed.values():
+        size = min(max_runs, share)
+        groups.extend(_Group(members[start : start + size]) for start in range(0, len(members), size))
+    return groups + alone
+
+
+class _Group(list):
+    """Indices of runs that train in lockstep (a plain list is a run trained on its own)."""
+
+
+def is_group(indices: list[int]) -> bool:
+    """True for a group of :func:`plan_groups` that trains in lockstep (even of one run)."""
+    return isinstance(indices, _Group)
 
 
 def view_params(strategy: Any) -> dict[str, Any]:
@@ -451,11 +654,14 @@ def run_experiment(
     callbacks: Callbacks | None = None,
     source: str = "config",
     executor: Any = None,
+    lockstep: bool = True,
 ) -> list[RunOutcome]:
     """Validate, then run or resume every run of ``config`` into the database at ``db_path``.
 
     executor: an :class:`mmal_core.executors.Executor` that spreads the runs over processes
-    or a Ray cluster; None runs them one after the other in this process.
+    or a Ray cluster (its own ``lockstep`` setting applies); None runs them in this process.
+    lockstep: train the runs that share dataset, model and budget together (see
+    :func:`execute_group`) when the model has a batched path; False: one run at a time.
     """
     validate_experiment(config, source, devices_here=getattr(executor, "runs_here", True))
     env = environment()
@@ -470,11 +676,17 @@ def run_experiment(
         store.reserve_runs(experiment_id, [(spec.key, run_fields(spec, strategies[spec.strategy.label])) for spec in specs])
         if executor is not None:
             return executor.run(specs, store, experiment_id, callbacks)
+        if lockstep:
+            outcomes: dict[int, RunOutcome] = {}
+            for group in plan_groups(specs):
+                datasets = _DatasetsBySeed()  # what this group needs, all its seeds at once
+                run = [specs[i] for i in group]
+                done = (execute_group(run, store, experiment_id, callbacks, datasets) if is_group(group)
+                        else [execute_run(run[0], store, experiment_id, callbacks, datasets)])
+                outcomes.update(zip(group, done))
+            return [outcomes[i] for i in range(len(specs))]
         datasets = _DatasetCache()
-        outcomes = []
-        for spec in specs:
-            outcomes.append(execute_run(spec, store, experiment_id, callbacks, datasets))
-        return outcomes
+        return [execute_run(spec, store, experiment_id, callbacks, datasets) for spec in specs]
 
 
 def summarize(outcomes: list[RunOutcome]) -> list[dict[str, Any]]:

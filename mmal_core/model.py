@@ -12,6 +12,7 @@ Torch is imported only when a model is built or trained, so listing plugins stay
 
 from __future__ import annotations
 
+import contextlib
 import io
 from itertools import combinations
 from typing import Any, ClassVar
@@ -23,6 +24,9 @@ from .errors import MmalError
 from .params import check_choice, check_float, check_int, get_params
 
 FUSIONS = ("concat", "sum", "gated", "late")
+
+#: Members per stacked network when lockstep training runs on the CPU (see FusionMLP.fit_many).
+CPU_STACK = 16
 
 
 class Model:
@@ -73,6 +77,23 @@ class Model:
         """Serialized weights, for warm starts and resumable runs."""
         raise NotImplementedError
 
+    #: True when the class implements :meth:`fit_many` (lockstep training of several runs).
+    lockstep: ClassVar[bool] = False
+
+    @classmethod
+    def fit_many(cls, models: list["Model"], jobs: list[tuple[Split, np.ndarray, int, bytes | None]]) -> None:
+        """Optional batched training: fit ``models[k]`` on ``jobs[k] = (pool, labeled, seed,
+        init_state)`` for every k at once (lockstep execution of the runs of a study).
+
+        The models are set up alike (same class, parameters, modalities and classes) and the
+        labeled sets have equal sizes. Afterwards each model must be exactly what its own
+        ``fit(*jobs[k])`` would have made: nothing of one member may depend on the others,
+        so a run's results do not change with the group it trains in. Classes that
+        implement it set ``lockstep = True``; the loop calls ``fit`` one run at a time for
+        the others.
+        """
+        raise NotImplementedError
+
     def get_params(self) -> dict[str, Any]:
         return get_params(self)
 
@@ -98,6 +119,7 @@ class FusionMLP(Model):
     """
 
     name = "fusion-mlp"
+    lockstep = True
     summary = "MLP encoder per modality, concat/sum/gated/late fusion, unimodal heads, mask-aware"
     provides = frozenset(
         {"probs", "embeddings", "modality_probs", "modality_embeddings", "mc_probs", "subset_probs"}
@@ -227,6 +249,94 @@ class FusionMLP(Model):
         self.net_ = net
         self.seed_ = int(seed)
 
+    @classmethod
+    def fit_many(cls, models, jobs) -> None:
+        """Train several runs' networks as one stacked network (see :meth:`Model.fit_many`).
+
+        Each member draws its initial weights, batch order, dropout and modality-dropout
+        masks from its own seed exactly as :meth:`fit` does, and a batched matmul gives each
+        member the same bits as its own matmul on the CPU, so every member ends with the
+        weights ``fit`` would give it alone.
+        """
+        import torch
+
+        if len(models) != len(jobs) or not models:
+            raise MmalError(f"model: fit_many needs one job per model, got {len(models)} models and {len(jobs)} jobs")
+        first = models[0]
+        nets, gens, xs_all, masks, ys, sizes = [], [], [], [], [], set()
+        device = first._torch_device()
+        for model, (pool, labeled, seed, init_state) in zip(models, jobs):
+            if not hasattr(model, "modalities_"):
+                raise MmalError("model: call setup(modalities, n_classes) before fit_many")
+            if model.get_params() != first.get_params():
+                raise MmalError("model: fit_many needs models with equal parameters")
+            labeled = np.sort(np.asarray(labeled, dtype=np.int64))
+            sizes.add(len(labeled))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model._normaliser(pool)
+                net = model._build()
+                if init_state is not None:
+                    net.load_state_dict(torch.load(io.BytesIO(init_state), map_location="cpu"))
+                gen = torch.Generator()
+                gen.set_state(torch.get_rng_state())  # the stream fit() goes on drawing from
+            nets.append(net.to(device))
+            gens.append(gen)
+            xs, mask = model._tensors(pool, labeled, device)
+            xs_all.append(xs)
+            masks.append(mask)
+            ys.append(torch.from_numpy(pool.labels[labeled]).to(device))
+            model.seed_ = int(seed)
+        if len(sizes) != 1 or len({tuple(x.shape[1] for x in xs) for xs in xs_all}) != 1:
+            raise MmalError("model: fit_many needs labeled sets of one size and modalities of equal widths")
+        n = sizes.pop()
+        batches = -(-n // first.batch_size)
+        epochs = max(first.epochs, -(-first.min_steps // batches))
+        # On the CPU, stacks of more than a few dozen members spill out of the caches and
+        # train slower per member: chunks of them (members are independent, so the bits
+        # do not change). On a GPU a stack holds as many members as fit in its memory.
+        chunk = CPU_STACK if device.type == "cpu" else first._members_fitting(device, nets[0], n)
+        for start in range(0, len(nets), chunk):
+            sl = slice(start, start + chunk)
+            cls._fit_stack(first, device, nets[sl], gens[sl], xs_all[sl], masks[sl], ys[sl], epochs)
+        for model, net in zip(models, nets):
+            net.eval()
+            model.net_ = net
+
+    def _members_fitting(self, device, net, n: int) -> int:
+        """How many members one stack on ``device`` may hold: half the free memory over a
+        generous estimate of one member's (weights, gradients and Adam moments, its labeled
+        features, a batch's activations kept for the backward pass). Never below 1."""
+        import torch
+
+        weights = sum(p.numel() for p in net.parameters())
+        features = n * (sum(m.dim for m in self.modalities_) + len(self.modalities_) + 1)
+        activations = self.batch_size * (sum(m.dim for m in self.modalities_) + 12 * self.hidden * (len(self.modalities_) + 1))
+        member = 4 * (5 * weights + features + 4 * activations)
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, int(0.5 * free // member))
+
+    @staticmethod
+    def _fit_stack(first, device, nets, gens, xs_all, masks, ys, epochs):
+        import torch
+
+        from .network import StackedFusion
+
+        stack = StackedFusion(nets)
+        xs = [torch.stack([xs_k[j] for xs_k in xs_all]) for j in range(len(xs_all[0]))]
+        # One intra-op thread on the CPU: torch splits a batched product over its members but
+        # a single product (K = 1) inside the matrix, and with more than one thread the two
+        # splits round large products differently. Processes (--workers) give parallelism.
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            stack.fit(xs, torch.stack(masks), torch.stack(ys), gens, epochs=epochs, batch_size=first.batch_size,
+                      lr=first.lr, weight_decay=first.weight_decay, aux_weight=first.aux_weight,
+                      modality_dropout=first.modality_dropout)
+        finally:
+            torch.set_num_threads(threads)
+
     def state(self) -> bytes:
         import torch
 
@@ -268,8 +378,12 @@ class FusionMLP(Model):
         net = self.net_
         mc_seed = int(params.get("mc_seed", getattr(self, "seed_", 0))) + 7919
         mc_rng = np.random.default_rng(mc_seed)  # dropout masks on the CPU (torch's generator on CUDA)
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(mc_seed)
+        # Only MC dropout draws from torch's generator (on CUDA): seeding it costs about a
+        # millisecond (a large share of a small predict), so other passes leave it alone.
+        seeded = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if T else contextlib.nullcontext()
+        with torch.no_grad(), seeded:
+            if T:
+                torch.manual_seed(mc_seed)
             for start in range(0, n, self.eval_batch_size):
                 sl = slice(start, min(start + self.eval_batch_size, n))
                 xs, mask = self._tensors(split, index[sl], device, keep)

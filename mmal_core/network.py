@@ -156,3 +156,186 @@ class FusionNetwork(nn.Module):
                 loss.backward()
                 opt.step()
         self.eval()
+
+
+# -- lockstep: K networks of one architecture trained as stacked weights ------------------------
+
+def _linear(x, w, b):
+    """One member-batched linear layer: x (K, B, din), w (K, dout, din), b (K, dout).
+
+    ``baddbmm`` gives every member the same bits as ``F.linear`` on its own (checked by
+    ``benchmarks/lockstep/bits.py`` and tests/test_lockstep_model.py on the CPU).
+    """
+    K, B, din = x.shape
+    dout = w.shape[1]
+    if B * din * dout < _SMALL_PRODUCT or dout == 1:
+        # torch multiplies tiny matrices (and matrix-vector products) in a batch with its own
+        # loops, not with the BLAS gemm that F.linear calls: one member at a time keeps the bits
+        return torch.stack([F.linear(x[k], w[k], b[k]) for k in range(K)])
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+#: Below this many multiply-adds per member, torch's CPU bmm uses a naive kernel instead of gemm.
+_SMALL_PRODUCT = 400
+
+
+class StackedFusion:
+    """K :class:`FusionNetwork` of the same architecture held as stacked weights.
+
+    Every parameter ``name`` of the members becomes one (K, ...) leaf tensor, so a layer is
+    one batched matmul over (K, batch, features) and one fused Adam updates every member.
+    Nothing is mixed between members: each member's loss is its own mean, its batch order,
+    dropout and modality-dropout masks come from its own ``torch.Generator`` (continuing the
+    stream its weights were drawn from, exactly as :meth:`FusionNetwork.fit` does with the
+    global generator), so a member trains to the same bits as it would alone on the CPU.
+    """
+
+    def __init__(self, nets: list[FusionNetwork]):
+        first = nets[0]
+        self.nets = nets
+        self.fusion = first.fusion
+        self.n_classes = first.n_classes
+        self.M = len(first.encoders)
+        self.heads = first.modality_heads is not None
+        self.p = float(first.encoders[0][2].p)
+        names = [n for n, _ in first.named_parameters()]
+        self.params = {
+            n: torch.stack([dict(net.named_parameters())[n].detach() for net in nets]).requires_grad_(True)
+            for n in names
+        }
+
+    def write_back(self) -> None:
+        """Copy the trained stacked weights into the member networks."""
+        with torch.no_grad():
+            for k, net in enumerate(self.nets):
+                for n, p in net.named_parameters():
+                    p.copy_(self.params[n][k])
+
+    # forward pieces ----------------------------------------------------------------------
+    def _lin(self, x, name):
+        return _linear(x, self.params[name + ".weight"], self.params[name + ".bias"])
+
+    def _dropout(self, h, gens):
+        """Dropout drawn per member, the way ``F.dropout`` draws it on the CPU."""
+        if self.p == 0.0:
+            return h
+        if self.p >= 1.0:
+            return h * torch.zeros_like(h)
+        keep = 1.0 - self.p
+        shape = tuple(h.shape[1:])
+        noise = torch.stack([torch.empty(shape).bernoulli_(keep, generator=g) for g in gens]).to(h.device)
+        noise.div_(keep)
+        return h * noise
+
+    def loss(self, xs, mask, y, aux_weight, gens):
+        """Sum over members of each member's own loss (so each member's gradient is its own).
+
+        xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
+        """
+        z = []
+        for j, x in enumerate(xs):
+            h = self._dropout(torch.relu(self._lin(x, f"encoders.{j}.0")), gens)
+            z.append(self._dropout(torch.relu(self._lin(h, f"encoders.{j}.3")), gens))
+        m = mask.to(z[0].dtype)
+        K, B = y.shape
+        C = self.n_classes
+        mod_logits = [self._lin(zj, f"modality_heads.{j}") for j, zj in enumerate(z)] if self.heads else []
+        count = m.sum(dim=2, keepdim=True)
+        if self.fusion == "late":
+            stacked = torch.stack([torch.softmax(lg, dim=2) for lg in mod_logits], dim=2)  # (K, B, M, C)
+            probs = (stacked * m.unsqueeze(3)).sum(dim=2) / count.clamp(min=1)
+            probs = torch.where(count > 0, probs, torch.full_like(probs, 1.0 / C))
+            # log one member at a time: an elementwise kernel's vector/scalar split must not
+            # depend on where a member's rows sit in the stack
+            logp = torch.stack([torch.log(probs[k].clamp(min=1e-12)) for k in range(K)])
+            main = F.nll_loss(logp.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
+        else:
+            if self.fusion == "concat":
+                fused = torch.cat([zj * m[:, :, j : j + 1] for j, zj in enumerate(z)], dim=2)
+            elif self.fusion == "sum":
+                fused = (torch.stack(z, dim=2) * m.unsqueeze(3)).sum(dim=2) / count.clamp(min=1)
+            else:
+                stacked = torch.stack(z, dim=2)  # (K, B, M, h)
+                hdim = stacked.shape[3]
+                scores = self._lin(stacked.reshape(K, B * self.M, hdim), "gate").view(K, B, self.M)
+                scores = scores.masked_fill(~mask, float("-inf"))
+                weights = torch.softmax(scores, dim=2).nan_to_num(0.0)
+                fused = (stacked * weights.unsqueeze(3)).sum(dim=2)
+            emb = self._dropout(torch.relu(self._lin(fused, "fusion_layer.0")), gens)
+            logits = self._lin(emb, "head")
+            main = F.cross_entropy(logits.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
+        loss = main
+        if mod_logits and (aux_weight > 0 or self.fusion == "late"):
+            per = torch.stack(
+                [F.cross_entropy(lg.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B) for lg in mod_logits],
+                dim=2,
+            )
+            aux = (per * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp(min=1)
+            loss = loss + max(aux_weight, 0.0) * aux
+        return loss.sum()
+
+    def fit(self, xs, mask, y, gens, epochs, batch_size, lr, weight_decay, aux_weight, modality_dropout):
+        """Train every member: xs list of (K, n, d_m), mask (K, n, M), y (K, n); gens: K generators."""
+        # the unimodal heads take no part in the loss without aux loss: like torch's Adam on a
+        # parameter without gradient, leave them as they are (no weight decay either)
+        used = aux_weight > 0 or self.fusion == "late"
+        opt = MemberAdam([p for name, p in self.params.items() if used or not name.startswith("modality_heads.")],
+                         lr=lr, weight_decay=weight_decay)
+        K, n = y.shape
+        rows = torch.arange(K, device=y.device).unsqueeze(1)
+        for _ in range(epochs):
+            order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(y.device)
+            for start in range(0, n, batch_size):
+                idx = order[:, start : start + batch_size]
+                bmask = mask[rows, idx]
+                if modality_dropout > 0:
+                    u = torch.stack([torch.rand(tuple(bmask.shape[1:]), generator=g) for g in gens]).to(bmask.device)
+                    kept = bmask & ~(u < modality_dropout)
+                    bmask = torch.where(kept.any(dim=2, keepdim=True), kept, bmask)
+                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, gens)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.write_back()
+
+
+class MemberAdam:
+    """Adam over stacked (K, ...) parameters that updates each member as its own tensor.
+
+    One call of torch's fused Adam kernel updates every member of every parameter, but it
+    is given each member's slice as a separate tensor: the kernel's split of a tensor into
+    vector and scalar parts then falls exactly as for the member's own network, so each
+    member gets the bits ``torch.optim.Adam(fused=True)`` gives it alone (a stacked tensor
+    would put a member's small bias, all scalar tail alone, into the vector part, with
+    different rounding). Step count, bias corrections and eps are per member by
+    construction: the members step together.
+    """
+
+    def __init__(self, params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+        self.params = params
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        K = params[0].shape[0]
+
+        def members(tensors):
+            return [t.detach()[k] for t in tensors for k in range(K)]
+
+        self._p, self._g = members(params), members([p.grad for p in params])
+        self._m, self._v = members(self.exp_avg), members(self.exp_avg_sq)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self._steps = [self.step_count] * len(self._p)
+
+    def zero_grad(self) -> None:
+        # in place (not set to None), so the per-member views of the gradients stay valid
+        torch._foreach_zero_([p.grad for p in self.params])
+
+    def step(self) -> None:
+        self.step_count.add_(1)
+        torch._fused_adam_(
+            self._p, self._g, self._m, self._v, [], self._steps, amsgrad=False, lr=self.lr,
+            beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps,
+            maximize=False, grad_scale=None, found_inf=None,
+        )

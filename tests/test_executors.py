@@ -19,7 +19,8 @@ from mmal_core.loop import run_experiment, run_specs
 
 torch.set_num_threads(1)
 
-# Worker functions that fail on purpose. They live in a module of their own (written to a
+# Worker functions that fail on purpose, one run per task (so the executors using them run
+# without lockstep; tests/test_lockstep_loop.py kills lockstep groups). They live in a module of their own (written to a
 # temporary folder put on sys.path) because spawned worker processes import them by name.
 FAULTY_WORKERS = '''
 import os, signal, time
@@ -167,7 +168,7 @@ def test_a_killed_worker_is_retried_and_its_rounds_are_kept(tmp_path, reference,
     cfg, expected = reference
     db = tmp_path / "killed.db"
     recorder = Recorder()
-    executor = LocalExecutor(workers=2, retries=1, worker=faulty.killed_on_first_attempt)
+    executor = LocalExecutor(workers=2, retries=1, worker=faulty.killed_on_first_attempt, lockstep=False)
     outcomes = run_experiment(cfg, str(db), recorder, executor=executor)
     assert [o.status for o in outcomes] == ["finished", "finished"]
     assert rounds_of(db) == expected
@@ -184,7 +185,7 @@ def test_a_run_that_keeps_failing_is_reported_and_the_others_finish(tmp_path, re
     cfg, expected = reference
     db = tmp_path / "failing.db"
     recorder = Recorder()
-    executor = LocalExecutor(workers=2, retries=1, worker=faulty.always_raises)
+    executor = LocalExecutor(workers=2, retries=1, worker=faulty.always_raises, lockstep=False)
     outcomes = run_experiment(cfg, str(db), recorder, executor=executor)
     by_strategy = {o.spec.strategy.name: o for o in outcomes}
     assert by_strategy["random"].status == "finished"
@@ -210,7 +211,7 @@ def test_one_worker_runs_here_and_retries_raised_errors(tmp_path, reference, fau
     cfg, expected = reference
     recorder = Recorder()
     outcomes = run_experiment(cfg, str(tmp_path / "one.db"), recorder,
-                              executor=LocalExecutor(workers=1, retries=0, worker=faulty.always_raises))
+                              executor=LocalExecutor(workers=1, retries=0, worker=faulty.always_raises, lockstep=False))
     assert [o.status for o in outcomes] == ["finished", "failed"]
     assert re.fullmatch(r"failed after 1 attempt: RuntimeError: injected failure \(at mmal_faulty_workers\.py:\d+\)",
                         outcomes[1].error)
@@ -223,7 +224,7 @@ def test_an_mmal_error_is_not_retried(tmp_path, reference, faulty, workers):
     cfg, _ = reference
     recorder = Recorder()
     outcomes = run_experiment(cfg, str(tmp_path / "final.db"), recorder,
-                              executor=LocalExecutor(workers=workers, retries=3, worker=faulty.contract_error))
+                              executor=LocalExecutor(workers=workers, retries=3, worker=faulty.contract_error, lockstep=False))
     assert [o.status for o in outcomes] == ["finished", "failed"]
     assert outcomes[1].error == "failed after 1 attempt: strategy 'margin': select() returned duplicate positions"
     assert [(f[0], f[1], f[3]) for f in recorder.failures] == [("margin", 1, False)]
@@ -288,7 +289,7 @@ def test_cli_summary_reports_retried_and_failed_runs(tmp_path, write_config, cap
     from mmal_core.cli import main
 
     monkeypatch.setattr(executors, "make_executor",
-                        lambda *args, **kw: LocalExecutor(workers=2, retries=1, worker=faulty.always_raises))
+                        lambda *args, **kw: LocalExecutor(workers=2, retries=1, worker=faulty.always_raises, lockstep=False))
     path = write_config(small_config())
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(path), "--db", str(tmp_path / "cli-fail.db")])

@@ -71,7 +71,7 @@ def test_a_killed_ray_worker_is_retried_and_its_rounds_are_kept(tmp_path, local_
     try:
         recorder = Recorder()
         db = tmp_path / "ray-killed.db"
-        executor = RayExecutor(workers=2, retries=1, worker=faulty.killed_on_first_attempt)
+        executor = RayExecutor(workers=2, retries=1, worker=faulty.killed_on_first_attempt, lockstep=False)
         outcomes = run_experiment(cfg, str(db), recorder, executor=executor)
     finally:
         cloudpickle.unregister_pickle_by_value(faulty)

@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu/check.sh                # results in $OUT (or benchmarks/out/gpu)
 #   MMAL_GPU_CHECK_CPU=1 MMAL_GPU_CHECK_SCALING_N=10000 MMAL_GPU_CHECK_STRATEGIES="random bald" \
-#       bash benchmarks/gpu/check.sh --n 2000           # a quick dry run without a GPU
+#       MMAL_GPU_CHECK_LOCKSTEP_KS=1,8 bash benchmarks/gpu/check.sh --n 2000   # a quick dry run without a GPU
 #
 # 1. installs mmal and the strategy/synthetic plugins (editable, no network; the wheels in
 #    ./.whl, from benchmarks/gpu/wheels.sh, supply what the image lacks);
@@ -13,7 +13,10 @@
 #    (given every core: MMAL_GPU_CHECK_THREADS, default nproc), then the coreset/badge
 #    scaling table up to N = 1M;
 # 4. runs a small experiment with the model and every strategy on the GPU and on the CPU and
-#    reports how far their final accuracies are apart.
+#    reports how far their final accuracies are apart;
+# 5. lockstep training: fusion-mlp model-steps per second at K = 1, 64, 1024 runs in one
+#    stacked network on the GPU, and the pitfall study's wall time on the GPU against the CPU
+#    (MMAL_GPU_CHECK_LOCKSTEP_KS, MMAL_GPU_CHECK_STUDY_SEEDS shrink them for a dry run).
 # Extra arguments go to the selection benchmark (e.g. --n 2000 for a quick try).
 set -uo pipefail
 out=${OUT:-benchmarks/out/gpu}
@@ -53,3 +56,19 @@ tail -n 12 "$out/scaling.md" | tee -a "$out/summary.txt"
 log "the same small experiment on the GPU and on the CPU"
 # shellcheck disable=SC2086  # a list of names
 python3 benchmarks/gpu/loop_parity.py ${MMAL_GPU_CHECK_STRATEGIES:+--strategies $MMAL_GPU_CHECK_STRATEGIES} 2>&1 | tee -a "$out/summary.txt"
+
+log "lockstep training throughput (fusion-mlp, K runs in one stacked network)"
+device=cuda
+python3 -c "import torch; raise SystemExit(0 if torch.cuda.is_available() else 1)" || device=cpu
+python3 benchmarks/lockstep/throughput.py --device "$device" --ks "${MMAL_GPU_CHECK_LOCKSTEP_KS:-1,64,1024}" \
+    --separate 4 2>&1 | tee "$out/lockstep_throughput.md" | tee -a "$out/summary.txt"
+
+log "pitfall study wall time, lockstep: GPU against CPU"
+if [ "$device" = cuda ]; then
+    # shellcheck disable=SC2086  # an optional flag and its value
+    python3 benchmarks/lockstep/study.py benchmarks/pitfalls.yaml --gpu-vs-cpu --lockstep-workers "$(nproc)" \
+        ${MMAL_GPU_CHECK_STUDY_SEEDS:+--seeds $MMAL_GPU_CHECK_STUDY_SEEDS} --out "$out/lockstep" 2>&1 \
+        | tee "$out/lockstep_study.md" | tee -a "$out/summary.txt"
+else
+    echo "no GPU: the study comparison needs one (skipped in a dry run)" | tee -a "$out/summary.txt"
+fi

@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help="ray: address of an existing cluster (default: start a local one on 127.0.0.1)."),
         retries: int = typer.Option(1, "--retries", help="Times a run whose worker died or raised is started again (its finished rounds are kept)."),
         gpu_fraction: Optional[float] = typer.Option(None, "--gpu-fraction", help="ray: GPUs reserved per run (default: 0.25 on a cluster with GPUs, else 0)."),
+        lockstep: bool = typer.Option(True, "--lockstep/--no-lockstep", help="Train the runs that share dataset, model and budget together as one batched network (same results, faster) when the model supports it; --no-lockstep: one run at a time."),
     ) -> None:
         """Run every (dataset, strategy, seed) of CONFIG; re-running resumes where it stopped."""
         from ..executors import make_executor
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
         else:
             cfg, source = load_config(config), str(config)
         check_writable(db)
-        runner = make_executor(executor, workers, address, retries, gpu_fraction)
+        runner = make_executor(executor, workers, address, retries, gpu_fraction, lockstep)
         validate_experiment(cfg, source, devices_here=runner.runs_here)
         specs = run_specs(cfg)
         console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe(len(specs))}) -> {db}")

@@ -1,0 +1,213 @@
+"""Lockstep execution: a run's stored rounds do not depend on the group it trains in."""
+
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from _support import tiny_config
+from mmal_core import hookimpl
+from mmal_core.config import parse_config
+from mmal_core.executors import LocalExecutor
+from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
+from mmal_core.model import FusionMLP
+from mmal_core.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
+from mmal_core.store import Store
+
+torch.set_num_threads(1)
+
+
+def _config(**overrides):
+    cfg = tiny_config(
+        dataset={"name": "synthetic-missing", "params": {"n_train": 240, "n_test": 90, "dim": 6}},
+        model={"name": "fusion-mlp", "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}},
+        budget={"initial": 10, "per_round": 8, "rounds": 2},
+        strategies=["random", "margin", {"name": "bald", "params": {"mc_samples": 4}}, "coreset",
+                    "modality_disagreement", "badge", "entropy"],
+        seeds=[0, 1],
+    )
+    cfg.update(overrides)
+    return parse_config(cfg)
+
+
+def rounds(db) -> dict:
+    """Every stored round (but timings), by run key and round number."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT r.run_key, o.round, o.n_labeled, o.metrics, o.queried_ids, r.status FROM rounds o"
+            " JOIN runs r ON r.id = o.run_id"
+        ).fetchall()
+    return {(key, rnd): (n, json.loads(m), json.loads(q), status) for key, rnd, n, m, q, status in rows}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The study one run at a time (the path without lockstep)."""
+    db = tmp_path_factory.mktemp("ref") / "alone.db"
+    outcomes = run_experiment(_config(), str(db), lockstep=False)
+    assert all(o.status == "finished" for o in outcomes) and len(outcomes) == 14
+    return rounds(db)
+
+
+def test_lockstep_study_stores_the_same_rounds(tmp_path, reference):
+    db = tmp_path / "lockstep.db"
+    assert plan_groups(run_specs(_config())) == [list(range(14))]
+    run_experiment(_config(), str(db))
+    assert rounds(db) == reference
+
+
+@pytest.mark.parametrize("order", [[13, 2, 7, 0, 5, 11, 9], [4], [1, 3, 5, 7, 9, 11, 13, 0, 2, 4, 6, 8, 10, 12]])
+def test_any_group_size_and_order_gives_the_same_rounds(tmp_path, reference, order):
+    cfg = _config()
+    specs = run_specs(cfg)
+    db = tmp_path / "groups.db"
+    with Store(db) as store:
+        eid = store.experiment(cfg.name, cfg.hash(), cfg.canonical(), {})
+        outcomes = execute_group([specs[i] for i in order], store, eid)
+    assert [o.spec for o in outcomes] == [specs[i] for i in order]
+    got = rounds(db)
+    assert got and all(got[k] == reference[k] for k in got)
+
+
+def test_workers_two_split_groups_over_processes(tmp_path, reference):
+    db = tmp_path / "workers.db"
+    executor = LocalExecutor(workers=2)
+    assert len(executor._units(run_specs(_config()), 2)) == 2
+    outcomes = run_experiment(_config(), str(db), executor=executor)
+    assert all(o.status == "finished" for o in outcomes)
+    assert rounds(db) == reference
+
+
+def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path, reference):
+    cfg = _config()
+    specs = run_specs(cfg)
+    db = tmp_path / "resume.db"
+    with Store(db) as store:
+        eid = store.experiment(cfg.name, cfg.hash(), cfg.canonical(), {})
+        execute_group(specs[:5], store, eid, stop_after=1)  # runs killed after one round ...
+        execute_group(specs[3:9], store, eid, stop_after=2)  # ... and groups resumed at mixed rounds
+    run_experiment(cfg, str(db))
+    assert rounds(db) == reference
+
+
+class Plain(FusionMLP):
+    """A model plugin without a batched path."""
+
+    name = "plain-mlp"
+    lockstep = False
+
+
+class Broken(FusionMLP):
+    """A model plugin whose batched path raises: the runs fall back to one fit each."""
+
+    name = "broken-lockstep"
+
+    @classmethod
+    def fit_many(cls, models, jobs):
+        raise ValueError("shapes do not match")
+
+
+@pytest.fixture
+def models():
+    class Plugin:
+        @hookimpl
+        def mmal_register_models(self):
+            return [Plain, Broken]
+
+    previous = reset_plugin_manager(None)
+    pm = get_plugin_manager()
+    pm.load()
+    pm.register(Plugin(), name="test-models", dist="mmal-test-models")
+    yield
+    reset_plugin_manager(previous)
+
+
+@pytest.mark.parametrize("name", ["plain-mlp", "broken-lockstep"])
+def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, models, name, caplog):
+    cfg = _config(model={"name": name, "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}})
+    db = tmp_path / "plain.db"
+    outcomes = run_experiment(cfg, str(db))
+    assert all(o.status == "finished" for o in outcomes)
+    if name == "broken-lockstep":
+        assert "model 'broken-lockstep': fit_many failed (ValueError: shapes do not match)" in caplog.text
+    # the same networks as fusion-mlp's: only the model's name (and so the run keys) differ
+    assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
+
+
+def test_a_failing_strategy_fails_its_run_alone(tmp_path, monkeypatch):
+    from mmal_core import loop
+
+    cfg = _config(strategies=["random", "margin"], seeds=[0])
+    real = loop.select_round
+
+    def select(strategy, name, *args, **kwargs):
+        if name == "margin":
+            raise RuntimeError("injected failure")
+        return real(strategy, name, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "select_round", select)
+    outcomes = run_experiment(cfg, str(tmp_path / "fail.db"))
+    assert [o.status for o in outcomes] == ["finished", "failed"]
+    assert "injected failure" in outcomes[1].error
+
+
+KILLED_GROUP = '''
+import os, signal
+from mmal_core.executors import execute_task
+from mmal_core.loop import execute_group
+from mmal_core.store import Store
+
+
+def killed_mid_group(task, dataset=None):
+    """Attempt 1 of a group commits one round of each run, then its process is SIGKILLed."""
+    if task.attempt == 1 and task.group:
+        with Store(task.db_path) as store:
+            execute_group(list(task.group), store, task.experiment_id, stop_after=1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return execute_task(task, dataset)
+'''
+
+
+@pytest.mark.slow
+def test_group_worker_killed_is_retried_to_the_same_rounds(tmp_path, monkeypatch, reference):
+    import importlib
+    import sys
+
+    folder = tmp_path / "killer"
+    folder.mkdir()
+    (folder / "mmal_killed_group.py").write_text(KILLED_GROUP)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("mmal_killed_group", None)
+    worker = importlib.import_module("mmal_killed_group").killed_mid_group
+    db = tmp_path / "killed.db"
+    outcomes = run_experiment(_config(), str(db), executor=LocalExecutor(workers=2, retries=1, worker=worker))
+    assert all(o.status == "finished" for o in outcomes)
+    assert rounds(db) == reference
+
+
+@pytest.mark.slow
+def test_cli_no_lockstep_gives_the_rounds_of_the_default(tmp_path, cli, write_config):
+    cfg = write_config(tiny_config(model={"name": "fusion-mlp", "params": {"epochs": 2, "hidden": 8, "min_steps": 4}},
+                                   budget={"initial": 6, "per_round": 4, "rounds": 1}, seeds=[0, 1]))
+    dbs = []
+    for flags in ([], ["--no-lockstep"], ["--no-lockstep", "--workers", "2"]):
+        dbs.append(tmp_path / f"cli{len(dbs)}.db")
+        res = cli("run", str(cfg), "--db", str(dbs[-1]), "--workers", "1", *flags)
+        assert res.returncode == 0, res.stderr
+    assert rounds(dbs[0]) == rounds(dbs[1]) == rounds(dbs[2])
+
+
+def test_groups_share_dataset_model_and_budget_and_split_over_workers():
+    cfg = _config(dataset=[{"name": "synthetic-missing", "params": {"n_train": 240, "n_test": 90, "dim": 6}},
+                           {"name": "synthetic-missing", "params": {"n_train": 200, "n_test": 90, "dim": 6}}],
+                  strategies=["random", "margin", "entropy"], seeds=[0, 1])
+    specs = run_specs(cfg)
+    groups = plan_groups(specs)
+    assert sorted(map(sorted, groups)) == [list(range(6)), list(range(6, 12))]
+    for group in groups:
+        assert len({(specs[i].dataset.params["n_train"]) for i in group}) == 1
+    split = plan_groups(specs, parts=4)
+    assert len(split) == 4 and sorted(i for g in split for i in g) == list(range(12))
+    assert all(len(g) <= 3 for g in plan_groups(specs, max_runs=3))
+    assert LocalExecutor(workers=2, lockstep=False)._units(specs, 2) == [[i] for i in range(12)]

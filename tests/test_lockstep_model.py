@@ -1,0 +1,116 @@
+"""Lockstep training of fusion-mlp: K runs' networks as stacked weights, each member bit for
+bit what it would be when trained alone (CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmal_core import MmalError
+from mmal_core.model import FUSIONS, FusionMLP
+from tests.test_model import _pool
+
+
+def _states(models):
+    return [{k: v.clone() for k, v in m.net_.state_dict().items()} for m in models]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def _jobs(K, n=50, warm=None, missing=0.3):
+    jobs = []
+    for k in range(K):
+        pool, specs = _pool(seed=k % 3, missing=missing)  # members may even hold different pools
+        labeled = np.random.default_rng(100 + k).choice(len(pool), n, replace=False)
+        jobs.append((pool, labeled, 1000 + 7 * k, warm[k] if warm else None))
+    return jobs, specs
+
+
+def _alone(jobs, specs, **params):
+    models = []
+    for job in jobs:
+        m = FusionMLP(**params)
+        m.setup(specs, 3)
+        m.fit(*job[:3], init_state=job[3])
+        models.append(m)
+    return models
+
+
+def _together(jobs, specs, **params):
+    models = []
+    for _ in jobs:
+        m = FusionMLP(**params)
+        m.setup(specs, 3)
+        models.append(m)
+    FusionMLP.fit_many(models, jobs)
+    return models
+
+
+OPTIONS = [{"fusion": f} for f in FUSIONS] + [
+    {"aux_weight": 0.0},
+    {"aux_weight": 0.3, "fusion": "gated"},
+    {"unimodal_heads": False},
+    {"unimodal_heads": False, "fusion": "sum"},
+    {"modality_dropout": 0.4},
+    {"modality_dropout": 0.3, "fusion": "late"},
+    {"dropout": 0.0},
+    {"batch_size": 16},
+    {"batch_size": 7, "fusion": "gated"},
+]
+
+
+@pytest.mark.parametrize("params", OPTIONS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
+def test_stacked_members_equal_separate_fits_bit_for_bit(params):
+    params = {"epochs": 3, "hidden": 16, "min_steps": 12, "device": "cpu", **params}
+    jobs, specs = _jobs(5)
+    alone = _states(_alone(jobs, specs, **params))
+    together = _states(_together(jobs, specs, **params))
+    for k in range(5):
+        assert _same(alone[k], together[k]), f"member {k} differs"
+
+
+def test_members_do_not_depend_on_group_size_or_order():
+    params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu", "modality_dropout": 0.2}
+    jobs, specs = _jobs(7)
+    seven = _states(_together(jobs, specs, **params))
+    order = [6, 2, 0, 5, 1, 4, 3]
+    shuffled = _states(_together([jobs[i] for i in order], specs, **params))
+    for pos, i in enumerate(order):
+        assert _same(seven[i], shuffled[pos])
+    pair = _states(_together(jobs[3:5], specs, **params))
+    assert _same(pair[0], seven[3]) and _same(pair[1], seven[4])
+
+
+def test_warm_start_members_continue_their_own_weights():
+    params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu"}
+    jobs, specs = _jobs(3)
+    first = _alone(jobs, specs, **params)
+    warm = [m.state() for m in first]
+    jobs2, _ = _jobs(3, n=60, warm=warm)
+    assert all(_same(a, b) for a, b in zip(_states(_alone(jobs2, specs, **params)),
+                                           _states(_together(jobs2, specs, **params))))
+
+
+@pytest.mark.parametrize("threads", [2])
+def test_identical_with_two_threads(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        params = {"epochs": 2, "hidden": 16, "min_steps": 8, "device": "cpu", "fusion": "gated"}
+        jobs, specs = _jobs(4)
+        assert all(_same(a, b) for a, b in zip(_states(_alone(jobs, specs, **params)),
+                                               _states(_together(jobs, specs, **params))))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fit_many_refuses_unequal_labeled_sizes_or_parameters():
+    jobs, specs = _jobs(2)
+    jobs[1] = (jobs[1][0], jobs[1][1][:40], jobs[1][2], None)
+    with pytest.raises(MmalError, match="one size"):
+        _together(jobs, specs, epochs=1, hidden=4, device="cpu")
+    a, b = FusionMLP(hidden=4, device="cpu"), FusionMLP(hidden=8, device="cpu")
+    a.setup(specs, 3), b.setup(specs, 3)
+    with pytest.raises(MmalError, match="equal parameters"):
+        FusionMLP.fit_many([a, b], _jobs(2)[0])
