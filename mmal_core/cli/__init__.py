@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import MmalError
 from .common import err_console
 
-COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache", "docker"]
+COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache", "docker", "diagnose"]
 
 app = typer.Typer(
     name="mmal",
