@@ -65,6 +65,10 @@ UNDERUSE = 0.1
 #: Dominant interaction: the part holding at least this share of the joint information.
 DOMINANT_SHARE = 0.5
 PARTS = ("redundant", "unique", "synergy")
+#: Advice: the study's warnings about incomplete samples apply from this missing share on ...
+MISSING_RELEVANT = 0.05
+#: ... and a closest cell farther than this (profile distance) is flagged as weak evidence.
+FAR_CELL = 0.4
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -371,6 +375,10 @@ def _interaction(seeds: list[dict[str, Any]], names: list[str]) -> dict[str, Any
             "redundant": _interval([p[1]["redundant"] for p in per_seed]),
             "unique": {m: _interval([p[1]["unique"][m] for p in per_seed]) for m in names},
             "synergy": _interval([p[1]["synergy"] for p in per_seed]),
+            # Every PID obeys S - R = I(all) - sum I_m (two modalities), so S >= this:
+            "synergy_lower_bound": _interval(
+                [max(p[0]["joint"] - sum(p[0]["single"].values()), 0.0) for p in per_seed]
+            ),
         },
         "method": "minimum-mutual-information PID (Barrett 2015) of probe-based information estimates; "
         "see docs/diagnose.md (Liang et al., NeurIPS 2023)",
@@ -478,7 +486,7 @@ def profile_vector(report: dict[str, Any]) -> dict[str, float]:
     gains = [max(a - chance, 0.0) for a in full]
     return {
         "missing": max(max(v["share_missing_pool"], v["share_missing_test"]) for v in missing.values()),
-        "class_dependence": max(v["cramers_v"] for v in missing.values()),
+        "class_dependence": max((v["cramers_v"] if v["class_dependent"] else 0.0) for v in missing.values()),
         "difficulty_gap": (max(gains) - min(gains)) / max(max(gains), 1e-9),
         "redundant": shares["redundant"]["mean"],
         "unique": shares["unique"]["mean"],
@@ -506,15 +514,20 @@ def advise(report: dict[str, Any], study: dict[str, Any] | None = None, n_cells:
             "worse_than_random": [s for s in cell["strategies"] if s["significant"] and s["diff"] < 0],
             "warnings": cell.get("warnings", []),
         })
-    warnings = [f"{w} [cell {c['cell']}]" for c in cells for w in c["warnings"]]
-    return {
-        "study": study["study"],
-        "profile": profile,
-        "closest_cells": cells,
-        "warnings": warnings,
-        "note": "Evidence from the named cells of the reference study (synthetic data, small budgets); "
-        "it describes what happened there, not a guarantee for this dataset.",
-    }
+    # Warnings about incomplete samples only matter where samples are incomplete.
+    has_missing = profile["missing"] >= MISSING_RELEVANT
+    warnings = [
+        f"{w['text']} [cell {c['cell']}]"
+        for c in cells
+        for w in c["warnings"]
+        if w.get("kind") != "missing" or has_missing
+    ]
+    note = ("Evidence from the named cells of the reference study (synthetic data, small budgets); "
+            "it describes what happened there, not a guarantee for this dataset.")
+    if cells and cells[0]["distance"] > FAR_CELL:
+        note += (f" No cell of the study is close to this profile (nearest at distance {cells[0]['distance']:.2f}): "
+                 "weak evidence.")
+    return {"study": study["study"], "profile": profile, "closest_cells": cells, "warnings": warnings, "note": note}
 
 
 # --- the whole diagnosis -------------------------------------------------------------------------

@@ -8,7 +8,9 @@ parameters) pair of the experiment becomes one cell. Per cell and strategy: the 
 difference of its normalised AUBC to `random` on the same seed, its mean and 95 % t-interval
 over seeds, a paired t-test (scipy.stats.ttest_rel) and the Holm correction over the
 strategies of the cell (statsmodels). Warnings are derived from what the strategies queried
-(incomplete samples, compared with random) and from the final models' imbalance. Each cell
+(incomplete samples, compared with random; kind "missing", shown only for datasets with
+missing modalities), from the final models' imbalance and from the multimodal strategies'
+mean gain. Each cell
 also gets the profile `mmal diagnose` computes on its dataset (one seed), which is how a
 user's dataset is matched to the closest cells.
 """
@@ -118,23 +120,26 @@ def warnings_for(runs: dict, rows: list[dict]) -> list[str]:
                  if label != "random" and mean(by_seed, lambda v: v["missing"].get(m, 0.0)) <= rand - 0.1]
         if over:
             listed = ", ".join(f"{label} {share:.0%}" for share, label in sorted(over, reverse=True))
-            out.append(f"Over-picking incomplete samples: random queried {rand:.0%} samples missing {m}; {listed}.")
+            out.append({"kind": "missing",
+                        "text": f"Over-picking incomplete samples: random queried {rand:.0%} samples missing {m}; {listed}."})
         if under:
             listed = ", ".join(f"{label} {share:.0%}" for share, label in sorted(under))
-            out.append(f"Under-picking incomplete samples (missing {m}; random {rand:.0%}): {listed}.")
+            out.append({"kind": "missing", "text": f"Under-picking incomplete samples (missing {m}; random {rand:.0%}): {listed}."})
     imb = [mean(by_seed, lambda v: v["imbalance"] if v["imbalance"] is not None else np.nan) for by_seed in runs.values()]
     imb = [v for v in imb if np.isfinite(v)]
     if imb and min(imb) >= 0.5:
-        out.append(f"The fused model leaned on one modality under every strategy (final imbalance {min(imb):.2f}-{max(imb):.2f}); "
-                   "no strategy removed the lean within the study's budget.")
+        out.append({"kind": "imbalance",
+                    "text": f"The fused model leaned on one modality under every strategy (final imbalance {min(imb):.2f}-{max(imb):.2f}); "
+                    "no strategy removed the lean within the study's budget."})
     multi = [r for r in rows if r["multimodal"]]
     uni = [r for r in rows if not r["multimodal"]]
     if multi and uni:
         m_mean = float(np.mean([r["diff"] for r in multi]))
         u_mean = float(np.mean([r["diff"] for r in uni]))
         if m_mean < u_mean:
-            out.append(f"Multimodal strategies did not beat unimodal ones here: mean AUBC − random {m_mean:+.3f} "
-                       f"(multimodal) vs {u_mean:+.3f} (unimodal).")
+            out.append({"kind": "multimodal",
+                        "text": f"Multimodal strategies did not beat unimodal ones here: mean AUBC − random {m_mean:+.3f} "
+                        f"(multimodal) vs {u_mean:+.3f} (unimodal)."})
     return out
 
 
