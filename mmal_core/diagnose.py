@@ -55,7 +55,7 @@ SHARE = 0.9
 N_BUDGETS = 5
 #: The default model as diagnose trains it: fusion-mlp's defaults, but at most this many
 #: optimiser steps per fit (the full pool at 40 epochs would take thousands of steps) ...
-MAX_STEPS = 200
+MAX_STEPS = 100
 #: ... except on the whole pool, whose fit also estimates the joint information: there it
 #: gets more steps (synergy mixed with other structure needs about 600 to be learnt) and
 #: batches of 128.
