@@ -42,18 +42,20 @@ def test_the_local_instance_listens_on_loopback_only(local_ray):
     assert {c.laddr.ip.removeprefix("::ffff:") for c in listening} == {"127.0.0.1"}
 
 
-def test_ray_tasks_give_the_serial_result_and_share_the_pool(tmp_path, local_ray, reference, monkeypatch):
+@pytest.mark.parametrize("lockstep", [True, False])
+def test_ray_tasks_give_the_serial_result_and_share_the_pool(tmp_path, local_ray, reference, monkeypatch, lockstep):
     cfg, expected = reference
     puts = []
     real_put = ray.put
     monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(type(value).__name__) or real_put(value, **kw))
     recorder = Recorder()
     db = tmp_path / "ray.db"
-    outcomes = run_experiment(cfg, str(db), recorder, executor=RayExecutor(workers=2))
+    outcomes = run_experiment(cfg, str(db), recorder, executor=RayExecutor(workers=2, lockstep=lockstep))
     assert [o.status for o in outcomes] == ["finished", "finished"]
     assert rounds_of(db) == expected
     assert sorted(recorder.rounds) == sorted(expected)
-    assert puts == ["MultimodalDataset"]  # one (dataset, seed): put once, read by both tasks
+    # one (dataset, seed): put once and read by both tasks, or loaded by the one lockstep group task
+    assert puts == ([] if lockstep else ["MultimodalDataset"])
     assert ray.is_initialized()  # a session it did not start is left running
 
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import MmalError
 from .common import err_console
 
-COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache", "docker", "report"]
+COMMAND_MODULES = ["run", "listing", "results", "bench", "leaderboard", "serve", "cache", "docker", "report", "diagnose"]
 
 app = typer.Typer(
     name="mmal",
