@@ -72,8 +72,9 @@ def is_multimodal(strategy: str) -> bool:
 
 
 def strategy_rows(runs: dict) -> list[dict]:
-    from scipy import stats
-    from statsmodels.stats.multitest import multipletests
+    """Each strategy's AUBC against random over the shared seeds: mmal report's paired test
+    and Holm correction (mmal_core.stats), so the shipped advice says what the report says."""
+    from mmal_core import stats
 
     base = runs["random"]
     rows = []
@@ -83,22 +84,14 @@ def strategy_rows(runs: dict) -> list[dict]:
         seeds = sorted(set(by_seed) & set(base))
         if len(seeds) < 2:
             continue
-        a = np.array([by_seed[s]["aubc"] for s in seeds])
-        b = np.array([base[s]["aubc"] for s in seeds])
-        d = a - b
-        if np.all(d == d[0]):
-            p = 1.0 if d[0] == 0 else 0.0
-            low = high = float(d[0])
-        else:
-            p = float(stats.ttest_rel(a, b).pvalue)
-            low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        test = stats.paired_comparison(np.array([by_seed[s]["aubc"] for s in seeds]),
+                                       np.array([base[s]["aubc"] for s in seeds]))
         rows.append({"strategy": label, "multimodal": is_multimodal(next(iter(by_seed.values()))["strategy"]),
-                     "diff": float(d.mean()), "low": float(low), "high": float(high), "p": p, "seeds": len(seeds)})
-    if rows:
-        reject, p_holm, _, _ = multipletests([r["p"] for r in rows], alpha=ALPHA, method="holm")
-        for r, rej, ph in zip(rows, reject, p_holm):
-            r["p_holm"] = float(ph)
-            r["significant"] = bool(rej)
+                     "diff": test["mean"], "low": test["low"], "high": test["high"], "p": test["p"],
+                     "seeds": len(seeds)})
+    for r, ph in zip(rows, stats.holm([r["p"] for r in rows], alpha=ALPHA)):
+        r["p_holm"] = ph
+        r["significant"] = ph is not None and ph < ALPHA
     return sorted(rows, key=lambda r: -r["diff"])
 
 
