@@ -4,6 +4,7 @@ The public API a plugin author relies on::
 
     from mmal_core import hookimpl, Strategy, ScoreStrategy, PoolView, Dataset
     from mmal_core import MultimodalDataset, Split, ModalitySpec, MmalError, load_dataset
+    from mmal_core import Metric, MetricContext
 
 Importing this package does not import torch; the model does, when it is first trained.
 """
@@ -16,6 +17,7 @@ from .cache import Encoder, RawDataset, RawSource
 from .data import Dataset, ModalitySpec, MultimodalDataset, Split
 from .errors import ConfigError, MmalError, UnknownNameError
 from .hookspecs import hookimpl
+from .metrics import Metric, MetricContext
 from .plugins import get_plugin_manager
 from .strategy import ScoreStrategy, Strategy, top_k
 from .view import REQUIREMENTS, PoolView
@@ -48,6 +50,8 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "Encoder",
+    "Metric",
+    "MetricContext",
     "MmalError",
     "ModalitySpec",
     "MultimodalDataset",

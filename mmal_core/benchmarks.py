@@ -38,7 +38,9 @@ class Benchmark:
     version: a label the author bumps when the spec changes (the hash changes anyway).
     dataset: dataset plugin and parameters; model: model plugin, parameters, warm start.
     budget: initial set and per-round schedule; seeds: the seeds every submission must cover.
-    metrics: metric paths recorded and compared on replay (``accuracy`` is always first).
+    metrics: metric paths recorded and compared on replay (``accuracy`` is always first); each
+        starts with the name of a registered metric (``mmal list metrics``), checked by
+        :meth:`available`.
     summary: one line for ``mmal bench list``.
     """
 
@@ -135,19 +137,24 @@ class Benchmark:
         )
 
     def available(self) -> tuple[bool, str]:
-        """(True, "") when its dataset and model plugins are installed, else (False, why)."""
+        """(True, "") when its dataset and model plugins and the plugins of the metrics it
+        compares are installed, else (False, why)."""
         from .plugins import get_plugin_manager
 
         pm = get_plugin_manager()
         try:
             datasets = pm.entries("dataset")
             models = pm.entries("model")
+            metrics = pm.entries("metric")
         except MmalError as err:
             return False, str(err)
         if self.dataset.name not in datasets:
             return False, f"dataset '{self.dataset.name}' is not installed"
         if self.model.name not in models:
             return False, f"model '{self.model.name}' is not installed"
+        for path in self.metrics:
+            if path.split(".")[0] not in metrics:
+                return False, f"metric '{path}' is not a registered metric{did_you_mean(path.split('.')[0], metrics)}"
         return True, ""
 
 

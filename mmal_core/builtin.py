@@ -1,4 +1,4 @@
-"""The models and canonical benchmarks that ship with mmal_core, registered through the same
+"""The models, metrics and canonical benchmarks that ship with mmal_core, registered through the same
 hooks a third party uses."""
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ def mmal_register_models():
     from .model import FusionMLP
 
     return [FusionMLP]
+
+
+@hookimpl
+def mmal_register_metrics():
+    from .metrics import Accuracy, LogLikelihood, MacroF1, ModalityAccuracy
+    from .utilization import UTILIZATION_METRICS
+
+    return [Accuracy, MacroF1, LogLikelihood, ModalityAccuracy, *UTILIZATION_METRICS]
 
 
 @hookimpl

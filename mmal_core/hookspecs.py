@@ -64,6 +64,20 @@ def mmal_register_encoders() -> list[type]:
 
 
 @hookspec
+def mmal_register_metrics() -> list[type]:
+    """Return per-round metric classes: subclasses of :class:`mmal_core.Metric`.
+
+    Each declares ``name`` (the key stored in every round's metrics), ``summary``,
+    ``higher_is_better`` (the ranking direction) and ``needs`` (model fields such as
+    ``probs`` or ``modality_embeddings``, and ``keep``, ``coalitions`` or ``labeled``), and
+    implements ``compute(ctx) -> float | dict[str, float]`` over a
+    :class:`mmal_core.metrics.MetricContext` that computes each prediction once per round.
+    The loop records every registered metric whose needs the model provides;
+    ``mmal show/leaderboard/report --metric NAME`` rank by it.
+    """
+
+
+@hookspec
 def mmal_register_benchmarks() -> list[object]:
     """Return benchmark specifications (named, versioned, frozen experiment specs).
 

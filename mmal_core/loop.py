@@ -32,12 +32,12 @@ from . import __version__, load_dataset
 from .config import BudgetSpec, ExperimentConfig, MetricsSpec, ModelSpec, PluginSpec, content_hash
 from .data import MultimodalDataset
 from .errors import MmalError
-from .metrics import aubc, evaluate
+from .metrics import CONTEXT_NEEDS, MetricContext, aubc, compute_metrics
 from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
 from .strategy import GlobalRandomGuard
-from .utilization import check_modality_count, query_metrics, utilization
+from .utilization import check_modality_count, query_metrics
 from .view import PoolView
 
 _STREAM_INITIAL, _STREAM_MODEL, _STREAM_STRATEGY = 101, 202, 303
@@ -306,13 +306,20 @@ def train_round_model(model_spec: ModelSpec, dataset: MultimodalDataset, labeled
 
 def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
                   options: MetricsSpec | None = None) -> dict[str, Any]:
-    """The metrics recorded for a round: test accuracy, macro-F1, per-modality accuracy and,
-    unless ``options`` turn them off, the modality-utilization metrics of
-    :func:`mmal_core.utilization.utilization` (Shapley values, ablations, heads, probes)."""
-    metrics = evaluate(model, dataset)
-    if (options or MetricsSpec()).enabled(len(dataset.modalities)):
-        metrics.update(utilization(model, dataset, labeled))
-    return metrics
+    """The metrics recorded for a round: every registered metric (hook ``mmal_register_metrics``)
+    whose ``needs`` the model provides, in registration order, over one shared
+    :class:`~mmal_core.metrics.MetricContext`; the utilization ones (Shapley values, ablations,
+    heads, probes) unless ``options`` turn them off. A plugin's metric that fails is a one-line
+    :class:`MmalError` naming the plugin and the metric."""
+    use_utilization = (options or MetricsSpec()).enabled(len(dataset.modalities))
+    available = frozenset(model.provided()) | CONTEXT_NEEDS
+    chosen = []
+    for entry in get_plugin_manager().entries("metric").values():
+        cls = entry.obj
+        if cls.needs <= available and (use_utilization or not cls.utilization):
+            chosen.append((cls(), f"metric '{entry.name}' of plugin '{entry.plugin}' ({entry.dist})"))
+    ctx = MetricContext(model, dataset, labeled, prefetch={f for m, _ in chosen for f in m.needs})
+    return compute_metrics(chosen, ctx)
 
 
 def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDataset, labeled: np.ndarray,

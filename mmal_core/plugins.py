@@ -31,10 +31,12 @@ KINDS: dict[str, str] = {
     "strategy": "mmal_register_strategies",
     "model": "mmal_register_models",
     "encoder": "mmal_register_encoders",
+    "metric": "mmal_register_metrics",
     "benchmark": "mmal_register_benchmarks",
 }
 
-PLURAL = {"dataset": "datasets", "strategy": "strategies", "model": "models", "encoder": "encoders", "benchmark": "benchmarks"}
+PLURAL = {"dataset": "datasets", "strategy": "strategies", "model": "models", "encoder": "encoders", "metric": "metrics",
+          "benchmark": "benchmarks"}
 
 
 @dataclass
@@ -171,6 +173,10 @@ class PluginManager:
                         f"{kind} name '{name}' is registered by two distributions: "
                         f"{other.dist} (plugin '{other.plugin}') and {dist} (plugin '{impl.plugin_name}')"
                     )
+                if kind == "metric":
+                    from .metrics import check_metric_class
+
+                    check_metric_class(obj, f"plugin '{impl.plugin_name}' ({dist})")
                 registry[name] = Entry(kind, name, obj, impl.plugin_name, dist, version)
         self._registries[kind] = registry
         return registry

@@ -12,12 +12,13 @@ Every plugin kind has a list of small, named checks. In a plugin's own test file
 gives one pytest test per (plugin, check), with ids such as
 ``MyStrategy(k=3)-check_picks_valid``. :func:`yield_checks` yields the same ``(name,
 check)`` pairs for other test runners, and ``check_strategy``, ``check_dataset``,
-``check_model``, ``check_encoder`` and ``check_benchmark`` run every check of one kind at once.
+``check_model``, ``check_encoder``, ``check_metric`` and ``check_benchmark`` run every check of
+one kind at once.
 Each check raises ``AssertionError`` with a message that says what is wrong.
 
 Kinds are told apart by base class: :class:`~mmal_core.Strategy`, :class:`~mmal_core.Dataset`,
-:class:`~mmal_core.model.Model`, :class:`~mmal_core.Encoder` (classes, optionally with
-parameters) and :class:`~mmal_core.benchmarks.Benchmark` (instances).
+:class:`~mmal_core.model.Model`, :class:`~mmal_core.Encoder`, :class:`~mmal_core.Metric` (classes,
+optionally with parameters; metrics take none) and :class:`~mmal_core.benchmarks.Benchmark` (instances).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def yield_checks(plugin: Any, params: dict[str, Any] | None = None, **options: A
     """
     from .benchmarks import Benchmark
     from .cache import Encoder
+    from .metrics import Metric
     from .model import Model
 
     if isinstance(plugin, Benchmark):
@@ -114,12 +116,12 @@ def yield_checks(plugin: Any, params: dict[str, Any] | None = None, **options: A
         raise TypeError(f"expected a plugin class or a Benchmark, got {plugin!r}")
     params = dict(params or {})
     for base, checks in ((Strategy, _strategy_checks), (Dataset, _dataset_checks),
-                         (Model, _model_checks), (Encoder, _encoder_checks)):
+                         (Model, _model_checks), (Encoder, _encoder_checks), (Metric, _metric_checks)):
         if issubclass(plugin, base):
             yield from checks(plugin, params, **options)
             return
     raise TypeError(
-        f"{plugin.__name__} is not a plugin class: subclass mmal_core.Strategy, Dataset, Encoder "
+        f"{plugin.__name__} is not a plugin class: subclass mmal_core.Strategy, Dataset, Encoder, Metric "
         "or mmal_core.model.Model (benchmarks are Benchmark instances)"
     )
 
@@ -477,6 +479,114 @@ def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
     yield "check_missing_ignored", missing_ignored
     yield "check_warm_start", warm_start
     yield "check_predict_before_fit", predict_before_fit
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def check_metric(cls: type, params: dict[str, Any] | None = None) -> None:
+    """Run every metric check (see :func:`_metric_checks`)."""
+    _run_all(_metric_checks(cls, dict(params or {})))
+
+
+_FITTED: dict[str, Any] = {}
+
+
+def fitted_tiny_model() -> tuple[Any, MultimodalDataset, np.ndarray]:
+    """A FusionMLP fitted on half of :func:`tiny_dataset`'s pool: ``(model, dataset, labeled)``.
+
+    Built once per process (metric checks share it)."""
+    if "model" not in _FITTED:
+        from .model import FusionMLP
+
+        data = tiny_dataset()
+        labeled = np.arange(0, len(data.train), 2)
+        model = FusionMLP(hidden=16, epochs=20)
+        model.setup(data.modalities, data.n_classes)
+        model.fit(data.train, labeled, seed=0)
+        _FITTED.update(model=model, data=data, labeled=labeled)
+    return _FITTED["model"], _FITTED["data"], _FITTED["labeled"]
+
+
+class _Restricted:
+    """A model that provides only ``fields`` and refuses to predict anything else."""
+
+    def __init__(self, model: Any, fields: frozenset[str]):
+        self.model, self.fields = model, fields
+
+    def provided(self) -> frozenset[str]:
+        return self.fields
+
+    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+        extra = set(want) - self.fields
+        assert not extra, f"predict() was asked for {sorted(extra)}, which the metric does not list in needs"
+        return self.model.predict(split, index, want=want, params=params, keep=keep)
+
+
+def _metric_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
+    """Checks of a metric class, on :func:`tiny_dataset` with a fitted FusionMLP.
+
+    ``check_metric_contract``: subclass of Metric, a lower-case ``name`` that is not reserved,
+    ``higher_is_better`` a bool, ``needs`` within the model fields and context needs, no
+    parameters; ``check_metric_value``: ``compute`` returns a finite number or a dict of finite
+    numbers keyed by str; ``check_metric_deterministic``: two fresh contexts give the same value;
+    ``check_needs_honoured``: computed against a model that provides only what ``needs`` lists
+    (reading anything else fails).
+    """
+    from .metrics import CONTEXT_NEEDS, Metric, MetricContext, compute_metrics
+    from .view import REQUIREMENTS
+
+    def contract():
+        from .metrics import check_metric_class
+
+        assert isinstance(cls, type) and issubclass(cls, Metric), f"{cls!r} must subclass mmal_core.Metric"
+        _check_name(cls)
+        assert not params, f"{cls.__name__}: metrics take no parameters"
+        try:
+            check_metric_class(cls, cls.__name__)
+        except MmalError as err:
+            raise AssertionError(str(err)) from None
+        assert isinstance(cls.summary, str), f"{cls.__name__}.summary must be a string"
+
+    def compute(model: Any) -> Any:
+        contract()
+        _, data, labeled = fitted_tiny_model()
+        metric = cls()
+        ctx = MetricContext(model, data, labeled, prefetch=metric.needs)
+        try:
+            return compute_metrics([(metric, f"metric '{cls.name}'")], ctx)[cls.name]
+        except MmalError as err:
+            raise AssertionError(str(err)) from None
+
+    def value():
+        model = fitted_tiny_model()[0]
+        missing = set(cls.needs) - set(model.provided()) - CONTEXT_NEEDS
+        if missing:
+            warnings.warn(f"{cls.name}: FusionMLP does not provide {sorted(missing)}; value not checked",
+                          UserWarning, stacklevel=2)
+            return
+        v = compute(model)
+        values = v.values() if isinstance(v, dict) else [v]
+        assert all(np.isfinite(x) for x in values), f"{cls.name}: compute() gave non-finite values {v!r} on tiny_dataset()"
+
+    def deterministic():
+        model = fitted_tiny_model()[0]
+        if set(cls.needs) - set(model.provided()) - CONTEXT_NEEDS:
+            return
+        a, b = compute(model), compute(model)
+        assert _equal(a, b), f"{cls.name}: two computations on the same model gave {a!r} and {b!r}"
+
+    def needs_honoured():
+        model = fitted_tiny_model()[0]
+        fields = frozenset(cls.needs) & REQUIREMENTS
+        if set(cls.needs) & {"keep", "coalitions"}:  # predictions with modalities hidden
+            fields |= {"probs"}
+        if fields - set(model.provided()):
+            return
+        compute(_Restricted(model, fields))
+
+    yield "check_metric_contract", contract
+    yield "check_metric_value", value
+    yield "check_metric_deterministic", deterministic
+    yield "check_needs_honoured", needs_honoured
 
 
 # -- encoders ----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MmalError
+from .metrics import CONTEXT_NEEDS, Metric, MetricContext, compute_metrics, log_likelihood
 
 #: Exact Shapley values enumerate 2^M coalitions; beyond this they are refused.
 MAX_SHAPLEY_MODALITIES = 8
@@ -162,11 +163,6 @@ def _accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else float("nan")
 
 
-def _log_likelihood(labels: np.ndarray, probs: np.ndarray) -> float:
-    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(np.mean(np.log(np.clip(p, 1e-12, None))))
-
-
 def coalition_probs(model: Any, split: Any, names: list[str]) -> list[np.ndarray]:
     """Fused (n, C) probabilities on ``split`` for every non-empty coalition, indexed by bitmask.
 
@@ -187,6 +183,104 @@ def coalition_probs(model: Any, split: Any, names: list[str]) -> list[np.ndarray
     return out
 
 
+# -- the utilization metrics, as registered metrics (see mmal_core.metrics.Metric) ---------------
+def _coalition_values(ctx: MetricContext, which: str) -> np.ndarray:
+    """(2^M,) test accuracy or log-likelihood of every coalition, once per round."""
+    score = _accuracy if which == "accuracy" else log_likelihood
+    return ctx.cached(("coalition_values", which),
+                      lambda: np.array([score(ctx.labels, p) for p in ctx.coalition_probs()]))
+
+
+def _shapley(ctx: MetricContext, which: str) -> dict[str, float]:
+    phi = ctx.cached(("shapley", which), lambda: shapley_from_coalitions(_coalition_values(ctx, which)))
+    return {m: float(v) for m, v in zip(ctx.modality_names, phi)}
+
+
+class _Utilization(Metric):
+    needs = frozenset({"probs", "coalitions", "labeled"})
+    utilization = True
+
+
+class ShapleyAccuracy(_Utilization):
+    name = "shapley_accuracy"
+    summary = "exact Shapley value of each modality for test accuracy"
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        return _shapley(ctx, "accuracy")
+
+
+class ShapleyLogLikelihood(_Utilization):
+    name = "shapley_log_likelihood"
+    summary = "exact Shapley value of each modality for the mean test log-likelihood"
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        return _shapley(ctx, "log_likelihood")
+
+
+class Contribution(_Utilization):
+    name = "contribution"
+    summary = "normalised positive accuracy Shapley share of each modality (sums to 1)"
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        return normalised_contributions(_shapley(ctx, "accuracy"))
+
+
+class Imbalance(_Utilization):
+    name = "imbalance"
+    summary = "imbalance degree of the contributions: 0 balanced, 1 one modality carries all"
+    higher_is_better = False
+
+    def compute(self, ctx: MetricContext) -> float:
+        return imbalance_degree(normalised_contributions(_shapley(ctx, "accuracy")))
+
+
+class DropAccuracy(_Utilization):
+    name = "drop_accuracy"
+    summary = "test accuracy with modality m masked out, per modality"
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        acc = _coalition_values(ctx, "accuracy")
+        full = 2 ** len(ctx.modality_names) - 1
+        return {m: float(acc[full & ~(1 << j)]) for j, m in enumerate(ctx.modality_names)}
+
+
+class HeadAccuracy(_Utilization):
+    name = "head_accuracy"
+    summary = "accuracy of each modality's unimodal head on the test samples that have it"
+    needs = frozenset({"modality_probs"})
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        y, mask, heads = ctx.labels, ctx.test.mask, ctx.output("modality_probs")
+        return {m: _accuracy(y[mask[:, j]], heads[m][mask[:, j]]) for j, m in enumerate(ctx.modality_names)}
+
+
+class ProbeAccuracy(_Utilization):
+    name = "probe_accuracy"
+    summary = "accuracy of a linear probe on each modality's encoder output"
+    needs = frozenset({"modality_embeddings", "labeled"})
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        pool, test, labeled = ctx.dataset.train, ctx.test, ctx.labeled
+        test_emb = ctx.output("modality_embeddings")
+        lab_emb = ctx.labeled_output("modality_embeddings")
+        probe: dict[str, float] = {}
+        for j, m in enumerate(ctx.modality_names):
+            have_l = pool.mask[labeled, j]
+            have_t = test.mask[:, j]
+            if not have_l.any() or not have_t.any():
+                probe[m] = float("nan")
+                continue
+            predict = fit_linear_probe(lab_emb[m][have_l], pool.labels[labeled][have_l], ctx.n_classes)
+            probe[m] = float(np.mean(predict(test_emb[m][have_t]) == ctx.labels[have_t]))
+        return probe
+
+
+#: The utilization metrics, in the order they are stored.
+UTILIZATION_METRICS: tuple[type[Metric], ...] = (
+    ShapleyAccuracy, ShapleyLogLikelihood, Contribution, Imbalance, DropAccuracy, HeadAccuracy, ProbeAccuracy,
+)
+
+
 def utilization(model: Any, dataset: Any, labeled: np.ndarray) -> dict[str, Any]:
     """Modality-utilization metrics of a fitted model (see the module docstring).
 
@@ -194,50 +288,11 @@ def utilization(model: Any, dataset: Any, labeled: np.ndarray) -> dict[str, Any]
     dataset: the :class:`~mmal_core.data.MultimodalDataset`; metrics use ``dataset.test``.
     labeled: positions of the labeled set in ``dataset.train`` (label prior, linear probes).
     """
-    names = dataset.modality_names
-    M = len(names)
-    check_modality_count(M, f"dataset '{dataset.name}'")
-    test, pool = dataset.test, dataset.train
-    y = test.labels
-    labeled = np.asarray(labeled, dtype=np.int64)
-    C = dataset.n_classes
-    probs = coalition_probs(model, test, names)
-    prior = label_prior(pool.labels[labeled], C)
-    probs[0] = np.broadcast_to(prior, (len(y), C))
-    acc = np.array([_accuracy(y, p) for p in probs])
-    ll = np.array([_log_likelihood(y, p) for p in probs])
-    phi_acc = shapley_from_coalitions(acc)
-    phi_ll = shapley_from_coalitions(ll)
-    full = 2**M - 1
-    out: dict[str, Any] = {
-        "shapley_accuracy": {m: float(v) for m, v in zip(names, phi_acc)},
-        "shapley_log_likelihood": {m: float(v) for m, v in zip(names, phi_ll)},
-    }
-    out["contribution"] = normalised_contributions(out["shapley_accuracy"])
-    out["imbalance"] = imbalance_degree(out["contribution"])
-    out["drop_accuracy"] = {m: float(acc[full & ~(1 << j)]) for j, m in enumerate(names)}
-    provided = model.provided()
-    want = {w for w in ("modality_probs", "modality_embeddings") if w in provided}
-    if not want:
-        return out
-    test_out = model.predict(test, want=want)
-    if "modality_probs" in test_out:
-        out["head_accuracy"] = {
-            m: _accuracy(y[test.mask[:, j]], test_out["modality_probs"][m][test.mask[:, j]]) for j, m in enumerate(names)
-        }
-    if "modality_embeddings" in test_out:
-        lab_emb = model.predict(pool, labeled, want={"modality_embeddings"})["modality_embeddings"]
-        probe: dict[str, float] = {}
-        for j, m in enumerate(names):
-            have_l = pool.mask[labeled, j]
-            have_t = test.mask[:, j]
-            if not have_l.any() or not have_t.any():
-                probe[m] = float("nan")
-                continue
-            predict = fit_linear_probe(lab_emb[m][have_l], pool.labels[labeled][have_l], C)
-            probe[m] = float(np.mean(predict(test_out["modality_embeddings"][m][have_t]) == y[have_t]))
-        out["probe_accuracy"] = probe
-    return out
+    check_modality_count(len(dataset.modality_names), f"dataset '{dataset.name}'")
+    available = frozenset(model.provided()) | CONTEXT_NEEDS
+    metrics = [cls() for cls in UTILIZATION_METRICS if cls.needs <= available]
+    ctx = MetricContext(model, dataset, labeled, prefetch={f for m in metrics for f in m.needs})
+    return compute_metrics([(m, f"metric '{m.name}'") for m in metrics], ctx)
 
 
 def query_metrics(pool: Any, chosen: np.ndarray, n_classes: int) -> dict[str, Any]:

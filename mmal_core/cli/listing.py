@@ -15,7 +15,7 @@ CHOICES = [PLURAL[k] for k in KINDS] + ["plugins"]
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(what: str = typer.Argument("all", help=f"One of: {', '.join(CHOICES)}, all.")) -> None:
-        """List installed datasets, strategies, models, encoders, benchmarks or plugins."""
+        """List installed datasets, strategies, models, encoders, metrics, benchmarks or plugins."""
         if what not in CHOICES + ["all"]:
             raise MmalError(f"list: unknown kind '{what}'{did_you_mean(what, CHOICES)}; expected one of {', '.join(CHOICES)}, all")
         pm = get_plugin_manager()
@@ -35,7 +35,10 @@ def register(app: typer.Typer) -> None:
             table.add_column("distribution")
             for name in sorted(entries):
                 e = entries[name]
-                table.add_row(name, e.summary, f"{e.dist} {e.version}")
+                summary = e.summary
+                if kind == "metric":
+                    summary += f" ({'higher' if e.obj.higher_is_better else 'lower'} is better)"
+                table.add_row(name, summary, f"{e.dist} {e.version}")
             console.print(table)
         if what in ("all", "plugins"):
             table = Table(title="plugins")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import MmalError, did_you_mean
 from ..files import honour_umask
-from ..metrics import aubc, flatten, get_metric
+from ..metrics import aubc, flatten, get_metric, higher_is_better
 from ..store import Store
 from .common import console, default_db, fmt
 
@@ -37,22 +37,33 @@ def learning_curves(store: Store, experiment_id: int, metric: str):
 
 
 def curve_table(experiment: str, experiment_id: int, metric: str, curves) -> Table:
-    """A rich table of learning curves (mean ± std over seeds per labeled count, and AUBC)."""
+    """A rich table of learning curves (mean ± std over seeds per labeled count, and AUBC).
+
+    Rows are grouped by dataset and, within one, sorted best first by AUBC in the metric's
+    direction (:func:`mmal_core.metrics.higher_is_better`).
+    """
     counts = sorted({n for c in curves.values() for n in c})
-    table = Table(title=f"{experiment} (#{experiment_id}): {metric}, mean ± std over seeds, by number of labels")
+    higher = higher_is_better(metric)
+    direction = "higher" if higher else "lower"
+    table = Table(title=f"{experiment} (#{experiment_id}): {metric} ({direction} is better), "
+                        "mean ± std over seeds, by number of labels; best AUBC first")
     table.add_column("dataset")
     table.add_column("strategy", style="bold")
     for n in counts:
         table.add_column(str(n), justify="right")
     table.add_column("AUBC", justify="right")
-    for (dataset, strategy), curve in sorted(curves.items()):
+    rows = []
+    for (dataset, strategy), curve in curves.items():
         cells = []
         for n in counts:
             v = curve.get(n)
             cells.append(f"{fmt(float(np.mean(v)))}±{fmt(float(np.std(v)), 2)}" if v else "-")
         xs = [n for n in counts if n in curve]
         area = aubc(xs, [float(np.mean(curve[n])) for n in xs])
-        table.add_row(dataset, strategy, *cells, fmt(area))
+        rank = -area if higher else area
+        rows.append(((dataset, np.isnan(area), 0.0 if np.isnan(area) else rank, strategy), [dataset, strategy, *cells, fmt(area)]))
+    for _, row in sorted(rows, key=lambda r: r[0]):
+        table.add_row(*row)
     return table
 
 
@@ -132,9 +143,10 @@ def register(app: typer.Typer) -> None:
     def show(
         db: str = typer.Option(None, "--db", help="Results database. Default: ./mmal-results.db or $MMAL_DB."),
         experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Experiment name or id (default: newest)."),
-        metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric path, e.g. accuracy, macro_f1, modality_accuracy.m0, shapley_accuracy (one table per modality), query.difficulty, timings.train."),
+        metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric path: any registered metric (mmal list metrics), e.g. accuracy, macro_f1, log_likelihood, modality_accuracy.m0, shapley_accuracy (one table per modality), query.difficulty, timings.train."),
     ) -> None:
-        """Learning curves as a table: mean ± std of a metric over seeds at each labeled count."""
+        """Learning curves as a table: mean ± std of a metric over seeds at each labeled count, and
+        the AUBC per strategy, best first in the metric's direction."""
         with Store(default_db(db), readonly=True) as store:
             eid = store.resolve_experiment(experiment)
             exp = store.experiment_row(eid)

@@ -1,0 +1,191 @@
+"""Metrics as a plugin kind: registration, the loop recording them, ranking by any of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _support import cli_in_process, one_line_error, tiny_config
+from mmal_core import Metric, MmalError, hookimpl
+from mmal_core.config import MetricsSpec
+from mmal_core.loop import round_metrics
+from mmal_core.metrics import MetricContext, higher_is_better, log_likelihood
+from mmal_core.plugins import PluginManager, reset_plugin_manager
+from mmal_core.report.synthetic import add_run
+from mmal_core.store import Store
+from mmal_core.testing import fitted_tiny_model
+
+
+class ProbMass(Metric):
+    name = "prob_mass"
+    summary = "mean probability of the true label"
+
+    def compute(self, ctx):
+        return float(np.mean(ctx.probs[np.arange(len(ctx.labels)), ctx.labels]))
+
+
+class Exploding(Metric):
+    name = "exploding"
+
+    def compute(self, ctx):
+        raise ZeroDivisionError("boom\nsecond line")
+
+
+class Wordy(Metric):
+    name = "wordy"
+
+    def compute(self, ctx):
+        return "high"
+
+
+class Sneaky(Metric):
+    name = "sneaky"
+    needs = frozenset({"probs"})
+
+    def compute(self, ctx):
+        return float(len(ctx.labeled))
+
+
+class NeedsMc(Metric):
+    name = "needs_unprovided"
+    needs = frozenset({"labeled_embeddings"})  # no model provides it
+
+    def compute(self, ctx):
+        return 0.0
+
+
+def _plugin(*classes):
+    class Plugin:
+        @hookimpl
+        def mmal_register_metrics(self):
+            return list(classes)
+
+    return Plugin()
+
+
+@pytest.fixture
+def with_metrics():
+    """Install in-process plugins registering the given metric classes (plus every entry point)."""
+    previous = []
+
+    def install(*classes, name="third-party"):
+        pm = PluginManager()
+        pm.load()
+        pm.register(_plugin(*classes), name=name, dist="dist-metrics")
+        previous.append(reset_plugin_manager(pm))
+        return pm
+
+    yield install
+    if previous:
+        reset_plugin_manager(previous[0])
+
+
+def test_builtins_are_registered_with_direction_and_needs():
+    entries = PluginManager().entries("metric")
+    assert list(entries)[:4] == ["accuracy", "macro_f1", "log_likelihood", "modality_accuracy"]
+    assert {"shapley_accuracy", "shapley_log_likelihood", "contribution", "imbalance", "drop_accuracy",
+            "head_accuracy", "probe_accuracy"} <= set(entries)
+    assert entries["imbalance"].obj.higher_is_better is False and entries["accuracy"].obj.higher_is_better
+    assert entries["probe_accuracy"].obj.needs == {"modality_embeddings", "labeled"}
+    assert higher_is_better("modality_accuracy.m0") and not higher_is_better("imbalance")
+    assert not higher_is_better("timings.train")
+
+
+def test_round_metrics_record_a_plugin_metric_and_skip_unmet_needs(with_metrics):
+    with_metrics(ProbMass, NeedsMc)
+    model, data, labeled = fitted_tiny_model()
+    metrics = round_metrics(model, data, labeled)
+    probs = model.predict(data.test, want={"probs"})["probs"]
+    assert metrics["prob_mass"] == pytest.approx(float(np.mean(probs[np.arange(len(probs)), data.test.labels])))
+    assert metrics["log_likelihood"] == log_likelihood(data.test.labels, probs)
+    assert "needs_unprovided" not in metrics
+    assert {"shapley_accuracy", "imbalance", "probe_accuracy"} <= set(metrics)
+    off = round_metrics(model, data, labeled, MetricsSpec(utilization=False))
+    assert "shapley_accuracy" not in off and "probe_accuracy" not in off and "prob_mass" in off
+    assert {k: off[k] for k in ("accuracy", "macro_f1", "log_likelihood")} == {
+        k: metrics[k] for k in ("accuracy", "macro_f1", "log_likelihood")}
+
+
+def test_context_computes_each_prediction_once():
+    model, data, labeled = fitted_tiny_model()
+    calls = []
+
+    class Counting:
+        def provided(self):
+            return model.provided()
+
+        def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+            calls.append((tuple(sorted(want)), None if keep is None else tuple(keep)))
+            return model.predict(split, index, want=want, params=params, keep=keep)
+
+    round_metrics(Counting(), data, labeled)
+    assert len(calls) == len(set(calls))  # nothing predicted twice
+
+
+@pytest.mark.parametrize("cls, needle", [
+    (Exploding, "ZeroDivisionError: boom"),
+    (Wordy, "returned str 'high'"),
+    (Sneaky, "reads 'labeled' but does not list it in needs"),
+])
+def test_a_bad_plugin_metric_is_one_line_naming_plugin_and_metric(with_metrics, cls, needle):
+    with_metrics(cls)
+    model, data, labeled = fitted_tiny_model()
+    with pytest.raises(MmalError) as err:
+        round_metrics(model, data, labeled)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert f"metric '{cls.name}' of plugin 'third-party' (dist-metrics)" in message and needle in message
+
+
+def test_a_bad_plugin_metric_stops_the_run_with_one_line(with_metrics, write_config, tmp_path, capsys):
+    with_metrics(Exploding)
+    cfg = write_config(tiny_config(budget={"initial": 10, "per_round": 10, "rounds": 1}, strategies=["random"]))
+    code, out, err = cli_in_process(capsys, "run", str(cfg), "--db", str(tmp_path / "r.db"), raw=True)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    failed = [line for line in out.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "metric 'exploding' of plugin 'third-party' (dist-metrics) failed" in failed[0], out
+    assert "ZeroDivisionError: boom second line" in failed[0]
+
+
+def test_metric_names_and_needs_are_validated_at_registration(with_metrics):
+    class Reserved(Metric):
+        name = "query"
+
+    class Unknown(Metric):
+        name = "unknown_need"
+        needs = frozenset({"gradients"})
+
+    for cls, needle in ((Reserved, "reserved"), (Unknown, "unknown ['gradients']")):
+        pm = with_metrics(cls, name=f"p-{cls.name}")
+        with pytest.raises(MmalError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+            pm.entries("metric")
+
+
+def _store_two_strategies(path, extra_for):
+    """Two strategies: 'good' (higher accuracy, lower imbalance) and 'bad'; rounds hold only
+    accuracy and ``extra_for(label, round)``, like a database from before log_likelihood."""
+    with Store(path) as store:
+        eid = store.experiment("old", "h", {}, {})
+        for label, accs in (("bad", [0.4, 0.5, 0.6]), ("good", [0.5, 0.7, 0.8])):
+            for seed in (0, 1):
+                add_run(store, eid, dataset="d", params={}, strategy=label, label=label, seed=seed,
+                        n_labeled=[10, 20, 30], accuracy=[a + 0.01 * seed for a in accs],
+                        extra=[extra_for(label, r) for r in range(3)])
+    return path
+
+
+def _rows(out: str, names=("good", "bad")) -> list[str]:
+    return [n for line in out.splitlines() for n in names if f" {n} " in line]
+
+
+def test_show_sorts_strategies_by_aubc_in_the_metrics_direction(tmp_path, capsys):
+    db = _store_two_strategies(tmp_path / "old.db", lambda label, r: {"imbalance": 0.1 if label == "good" else 0.9})
+    code, out, err = cli_in_process(capsys, "show", "--db", str(db), "--metric", "accuracy")
+    assert code == 0, err
+    assert _rows(out) == ["good", "bad"] and "higher is better" in out
+    code, out, err = cli_in_process(capsys, "show", "--db", str(db), "--metric", "imbalance")
+    assert code == 0, err
+    assert _rows(out) == ["good", "bad"] and "lower is better" in out  # 0.1 < 0.9: good first
+    # An old database has no log_likelihood: a clear one-line error, not a crash.
+    one_line_error(cli_in_process(capsys, "show", "--db", str(db), "--metric", "log_likelihood", raw=True),
+                   "--metric log_likelihood", "no such metric")
