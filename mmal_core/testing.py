@@ -683,7 +683,8 @@ def _benchmark_checks(bench: Any) -> Iterator[Check]:
     """Checks of a Benchmark instance.
 
     ``check_benchmark_contract``: a Benchmark with a lower-case name; ``check_hash_stable``: the
-    canonical spec is JSON and a rebuilt benchmark has the same hash; ``check_plugins_valid``:
+    canonical spec is JSON and a rebuilt benchmark has the same hash; ``check_metrics_registered``:
+    every compared metric path starts with a registered metric's name; ``check_plugins_valid``:
     when its dataset and model are installed, both build with the given parameters and the
     budget fits the dataset's pool (skipped with a warning when they are not installed).
     """
@@ -721,8 +722,19 @@ def _benchmark_checks(bench: Any) -> Iterator[Check]:
             f"{bench.name}: the budget labels {need} samples but the pool has {len(data.train)}"
         )
 
+    def metrics_registered():
+        contract()
+        from .metrics import check_metric_path
+
+        for path in bench.metrics:
+            try:
+                check_metric_path(path, f"{bench.name}: metrics")
+            except MmalError as err:
+                raise AssertionError(str(err)) from None
+
     yield "check_benchmark_contract", contract
     yield "check_hash_stable", hash_stable
+    yield "check_metrics_registered", metrics_registered
     yield "check_plugins_valid", plugins_valid
 
 

@@ -45,6 +45,12 @@ def example_plugin_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def example_metric_path(tmp_path_factory) -> Path:
+    """The example metric plugin installed into its own folder (put it on PYTHONPATH)."""
+    return _pip_target(ROOT / "examples" / "mmal-example-metric", tmp_path_factory.mktemp("example-metric"))
+
+
+@pytest.fixture(scope="session")
 def fixture_plugins_path(tmp_path_factory) -> Path:
     """Broken, clashing and defective-dataset plugins installed into their own folder."""
     return _pip_target(ROOT / "tests" / "fixtures" / "mmal-test-fixtures", tmp_path_factory.mktemp("fixture-plugins"))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmal_core import Dataset, Encoder, MmalError, ScoreStrategy
+from mmal_core import Dataset, Encoder, Metric, MmalError, ScoreStrategy
+from mmal_core.plugins import PluginManager
 from mmal_core.benchmarks import Benchmark, canonical_suite
 from mmal_core.model import FUSIONS, FusionMLP
 from mmal_core.testing import check_plugin, parametrize_with_checks, tiny_dataset, yield_checks
@@ -21,6 +22,63 @@ FAST = {"epochs": 2, "min_steps": 5, "device": "cpu"}
 )
 def test_builtin_model_and_benchmarks_conform(check):
     check()
+
+
+@parametrize_with_checks([e.obj for e in PluginManager().entries("metric").values() if e.dist == "mmal"])
+def test_builtin_metrics_conform(check):
+    check()
+
+
+class _Undeclared(Metric):
+    """Reads the unimodal heads through the context without listing them in needs."""
+
+    name = "kit_undeclared"
+
+    def compute(self, ctx):
+        return float(np.mean(ctx.output("modality_probs")["m0"]))
+
+
+class _Behind(Metric):
+    """Asks the model itself for a field it does not declare."""
+
+    name = "kit_behind"
+
+    def compute(self, ctx):
+        return float(np.mean(ctx.model.predict(ctx.test, want={"probs", "modality_probs"})["probs"]))
+
+
+class _Infinite(Metric):
+    name = "kit_infinite"
+
+    def compute(self, ctx):
+        return {"m0": float("inf")}
+
+
+class _Drifting(Metric):
+    name = "kit_drifting"
+    calls = 0
+
+    def compute(self, ctx):
+        type(self).calls += 1
+        return float(type(self).calls)
+
+
+@pytest.mark.parametrize("cls, failing", [
+    (_Undeclared, {"check_metric_value", "check_metric_deterministic", "check_needs_honoured"}),
+    (_Behind, {"check_needs_honoured"}),
+    (_Infinite, {"check_metric_value"}),
+    (_Drifting, {"check_metric_deterministic"}),
+])
+def test_a_metric_fails_the_checks_of_its_mistake(cls, failing):
+    assert _failing(cls) == failing
+
+
+def test_a_benchmark_comparing_an_unregistered_metric_fails_that_check():
+    bench = next(b for b in canonical_suite() if b.name == "synthetic-missing")
+    odd = Benchmark(name="kit-odd-metric", dataset=bench.dataset, model=bench.model, seeds=(0,),
+                    budget=bench.budget, metrics=("accuracy", "acuracy_typo"))
+    with pytest.warns(UserWarning, match="not a registered metric"):
+        assert _failing(odd) == {"check_metrics_registered"}
 
 
 def _failing(plugin, params=None) -> set[str]:

@@ -189,3 +189,52 @@ def test_show_sorts_strategies_by_aubc_in_the_metrics_direction(tmp_path, capsys
     # An old database has no log_likelihood: a clear one-line error, not a crash.
     one_line_error(cli_in_process(capsys, "show", "--db", str(db), "--metric", "log_likelihood", raw=True),
                    "--metric log_likelihood", "no such metric")
+
+
+def _aubc_column(out: str, names: tuple[str, ...]) -> list[tuple[str, float]]:
+    """(strategy, AUBC) of each table row, in printed order (AUBC is the last cell)."""
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if len(cells) > 2 and cells[1] in names:
+            rows.append((cells[1], float(cells[-1])))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def brier_run(example_metric_path, tmp_path_factory):
+    """A tiny experiment run with the example metric plugin installed."""
+    import yaml
+
+    from _support import run_cli
+
+    tmp = tmp_path_factory.mktemp("brier")
+    env = {"PYTHONPATH": str(example_metric_path)}
+    cfg = tmp / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(strategies=["random", "margin", "entropy"])))
+    run = run_cli("run", str(cfg), "--db", str(tmp / "r.db"), env_extra=env)
+    assert run.returncode == 0, run.stderr
+    return {"env": env, "db": tmp / "r.db"}
+
+
+def test_example_metric_is_listed_recorded_every_round_and_ranks_ascending(brier_run, cli):
+    import json
+
+    env, db = brier_run["env"], str(brier_run["db"])
+    listed = cli("list", "metrics", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "example_brier" in line)
+    assert "lower is better" in row and "mmal-example-metric" in row and "log_likelihood" in listed.stdout
+    doc = json.loads(cli("export", "--db", db, env_extra=env).stdout)
+    rounds = [r for run in doc["runs"] for r in run["rounds"]]
+    assert len(rounds) == 12 and all(0.0 <= r["metrics"]["example_brier"] <= 2.0 for r in rounds)
+    shown = cli("show", "--db", db, "--metric", "example_brier", env_extra=env)
+    assert shown.returncode == 0, shown.stderr
+    ranked = _aubc_column(shown.stdout, ("random", "margin", "entropy"))
+    assert len(ranked) == 3 and [a for _, a in ranked] == sorted(a for _, a in ranked)
+    assert "lower is better" in shown.stdout
+    # Without the plugin the values are still in the database: shown, higher-is-better by default.
+    plain = cli("show", "--db", db, "--metric", "example_brier")
+    assert plain.returncode == 0, plain.stderr
+    assert [a for _, a in _aubc_column(plain.stdout, ("random", "margin", "entropy"))] == sorted(
+        (a for _, a in ranked), reverse=True)

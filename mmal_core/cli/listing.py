@@ -46,5 +46,5 @@ def register(app: typer.Typer) -> None:
                 table.add_column(col)
             for info in sorted(pm.plugins.values(), key=lambda p: p.name):
                 status = "[green]ok[/]" if info.ok else f"[red]failed: {info.error}[/]"
-                table.add_row(info.name, info.dist, info.version, info.module, ", ".join(info.hooks), status)
+                table.add_row(info.name, info.dist, info.version, info.module, "\n".join(info.hooks), status)
             console.print(table)
