@@ -343,7 +343,7 @@ def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
     assert set(accepted) <= stored
 
     with ServerProcess(db, env=plugin_env(tiny["site"]), log_path=tmp_path / "serve2.log") as again:
-        states = _wait_final(lambda i: _status(again.url, i, token), sorted(stored))
+        _wait_final(lambda i: _status(again.url, i, token), sorted(stored))
     rows = {row["id"]: row for row in ServerStore(db).submissions()}
     verified = {"margin": 0, "random": 0}
     for sid, i in accepted.items():

@@ -24,7 +24,7 @@ from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
 from mmal_core.server.storage import SCHEMA_VERSION, ServerStore, migrate  # noqa: E402
 from mmal_core.server.testing import BAD_STRATEGIES_SOURCE, api_client, write_plugin  # noqa: E402
 from mmal_core.server.trust import label_key, result_key  # noqa: E402
-from mmal_core.server.worker import JobLimits, VerificationWorker  # noqa: E402
+from mmal_core.server.worker import JobLimits  # noqa: E402
 from mmal_core.submission import source_hash  # noqa: E402
 
 

@@ -31,8 +31,6 @@ import json
 import logging
 import math
 import threading
-import time
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
