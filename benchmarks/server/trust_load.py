@@ -36,6 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "benchmarks" / "out" / "server-trust"
 STRATEGIES = ("random", "margin", "entropy", "least_confidence", "badge", "coreset")
+#: Kinds of the submissions after the honest ones, in turn: mostly copies (answered at once),
+#: a tenth edited numbers and a tenth forged selections (each costs a replay).
+MIX = ("duplicate",) * 8 + ("edited", "forged")
 
 
 def post(url: str, doc: dict, token: str, retry_for: float = 120.0) -> tuple[int, dict]:
@@ -94,7 +97,7 @@ def plan(docs: dict, n: int, tokens: list[str], rng: random.Random) -> list[dict
     while len(items) < n:
         i += 1
         s = STRATEGIES[i % len(STRATEGIES)]
-        kind = ("duplicate", "edited", "forged")[i % 3]
+        kind = MIX[i % len(MIX)]
         doc = copy.deepcopy(docs[s])
         if kind == "duplicate":  # another token sends the owner's result under its own label
             token = tokens[len(STRATEGIES) + i % (len(tokens) - len(STRATEGIES) - 1)]
@@ -146,59 +149,61 @@ def one_run(cluster, docs: dict, env: dict, n: int, concurrency: int, workers: i
             answers[k] = answer
             done[0] += 1
 
-    fault_log = {}
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(send, k) for k in range(len(items))]
-        if faults:
-            while done[0] < len(items) // 3:
-                time.sleep(0.01)
-            # a worker in the middle of a replay
-            victim = procs[0]
-            deadline = time.monotonic() + 120
-            held = []
-            while time.monotonic() < deadline and not held:
-                with store.engine.connect() as conn:
-                    held = [r[0] for r in conn.exec_driver_sql(
-                        "SELECT id FROM submissions WHERE status = 'verifying' AND worker LIKE %(w)s",
-                        {"w": f"%:{victim.pid}:%"}).all()]
-                time.sleep(0.05)
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(30)
-            procs[0] = start_worker()
-            fault_log["worker_killed_holding"] = held
-            while done[0] < len(items) // 2:
-                time.sleep(0.01)
-            server.kill()  # the server in the middle of the burst
-            fault_log["server_killed_after_answers"] = done[0]
-            server = ServerProcess(url, env=env, extra_args=server_args, log_path=OUT / "serve.log",
-                                   port=server.port).start()
-        for f in futures:
-            f.result()
-    burst_seconds = time.perf_counter() - t0
+    fault_log: dict = {}
+    servers = [server]
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            futures = [pool.submit(send, k) for k in range(len(items))]
+            if faults:
+                while done[0] < len(items) // 2:
+                    time.sleep(0.005)
+                server.kill()  # the server in the middle of the burst
+                fault_log["server_killed_after_answers"] = done[0]
+                server = ServerProcess(url, env=env, extra_args=server_args, log_path=OUT / "serve.log",
+                                       port=server.port).start()
+                servers.append(server)
+                # a worker in the middle of a replay
+                victim = procs[0]
+                deadline = time.monotonic() + 300
+                held = []
+                while time.monotonic() < deadline and not held:
+                    with store.engine.connect() as conn:
+                        held = [r[0] for r in conn.exec_driver_sql(
+                            "SELECT id FROM submissions WHERE status = 'verifying' AND worker LIKE %(w)s",
+                            {"w": f"%:{victim.pid}:%"}).all()]
+                    time.sleep(0.05)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(30)
+                procs[0] = start_worker()
+                fault_log["worker_killed_holding"] = held
+            for f in futures:
+                f.result()
+        burst_seconds = time.perf_counter() - t0
 
-    accepted = {k: body["id"] for k, (code, body) in answers.items() if code == 202}
-    honest_first: set[int] = set()
-    while True:
-        rows = {r["id"]: r for r in store.submissions()}
-        if all(rows[i]["status"] in ("verified", "rejected") for i in accepted.values()):
-            break
-        # the time until the last honest result is verified (one per strategy)
-        verified = sum(row["status"] == "verified" for row in rows.values())  # only honest results verify
-        if verified >= len(STRATEGIES) and "honest_done_s" not in fault_log:
-            fault_log["honest_done_s"] = time.perf_counter() - t0
-        time.sleep(0.5)
-    drain_seconds = time.perf_counter() - t0
-    if "honest_done_s" not in fault_log:
-        fault_log["honest_done_s"] = drain_seconds
-    server.stop()
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        accepted = {k: body["id"] for k, (code, body) in answers.items() if code == 202}
+        honest_first: set[int] = set()
+        while True:
+            rows = {r["id"]: r for r in store.submissions()}
+            if all(rows[i]["status"] in ("verified", "rejected") for i in accepted.values()):
+                break
+            # the time until the last honest result is verified (one per strategy)
+            verified = sum(row["status"] == "verified" for row in rows.values())  # only honest results verify
+            if verified >= len(STRATEGIES) and "honest_done_s" not in fault_log:
+                fault_log["honest_done_s"] = time.perf_counter() - t0
+            time.sleep(0.5)
+        drain_seconds = time.perf_counter() - t0
+        if "honest_done_s" not in fault_log:
+            fault_log["honest_done_s"] = drain_seconds
+    finally:  # never leave a server or worker behind
+        for proc in [*procs, *(s.proc for s in servers if s.proc is not None)]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*procs, *(s.proc for s in servers if s.proc is not None)]:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     # verdicts
     wrong, codes = [], {}

@@ -116,6 +116,13 @@ class Replayer:
             self.kill()
             raise RuntimeError("the replay process did not start")
 
+    def ensure_started(self) -> None:
+        """Start the child unless it runs (before claiming a job: a claim must not wait for
+        torch to import, or its lease could run out)."""
+        if self._proc is None or not self._proc.is_alive():
+            self.kill()
+            self._start()
+
     def kill(self) -> None:
         if self._proc is not None:
             if self._proc.is_alive():
@@ -128,8 +135,7 @@ class Replayer:
     def run(self, document: dict, heartbeat=None, stop: threading.Event | None = None) -> tuple:
         """Replay ``document``: (status, reason, replayed, selection). ``heartbeat()`` is called
         about once a second while waiting and returning False abandons the job (None back)."""
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        self.ensure_started()
         self._conn.send(document)
         deadline = time.monotonic() + self.limits.time_limit
         while True:
@@ -194,6 +200,12 @@ class VerificationWorker:
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            try:
+                self.replayer.ensure_started()
+            except Exception as err:
+                log.error("cannot start a replay process: %s", err)
+                self._stop.wait(self.poll_seconds * 10)
+                continue
             try:
                 job = self.store.claim_next(self.name, self.limits.lease)
             except Exception as err:  # e.g. the database locked by another process: wait, try again
