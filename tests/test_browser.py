@@ -56,7 +56,8 @@ def server(tmp_path_factory):
                    for doc in (evil, results["docs"]["random"])]
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
-                states = [client.get(f"/api/submissions/{i}").json()["status"] for i in ids]
+                states = [client.get(f"/api/submissions/{i}", headers={"Authorization": f"Bearer {token}"})
+                          .json()["status"] for i in ids]
                 if all(s == "verified" for s in states):
                     break
                 assert "rejected" not in states

@@ -105,6 +105,28 @@ def test_the_same_result_from_another_token_creates_no_row(api, tiny):
     assert resp.status_code == 202
 
 
+def test_copies_sent_at_once_by_several_tokens_leave_one_submitter(server_db, tiny):
+    names = tuple(f"user{i}" for i in range(6))
+    with api_client(server_db, names, rate_limit=0) as client:
+        answers, lock = [], threading.Lock()
+
+        def send(name, i):
+            resp = client.post("/api/submissions", json=_doc(tiny["docs"]["margin"], label=f"m-{name}-{i}"),
+                               headers=_auth(client.tokens[name]))
+            with lock:
+                answers.append((name, resp.status_code))
+
+        threads = [threading.Thread(target=send, args=(name, i)) for name in names for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        winners = {name for name, code in answers if code == 202}
+        assert len(winners) == 1, answers  # checking and storing a result is one step
+        assert sorted(code for _, code in answers) == [202] * 2 + [409] * 10
+        assert {r["submitter"] for r in client.store.submissions()} == winners
+
+
 def test_two_copies_verified_at_once_keep_only_the_first(api, tiny):
     doc = tiny["docs"]["random"]
     a, _ = api.store.add_submission(api.rows["alice"], doc, 1)

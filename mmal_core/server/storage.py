@@ -285,48 +285,58 @@ class ServerStore:
         """
         text_ = json.dumps(doc, sort_keys=True)
         digest = hashlib.sha256(text_.encode()).hexdigest()
-        with self.engine.connect() as conn:
-            known = self._same_document(conn, token["id"], digest)
-            if known is not None:
-                return known, True
-            key, lkey = result_key(doc), label_key(doc["strategy"]["label"])
-            first = conn.execute(
-                select(submissions.c.id, submissions.c.submitter, submissions.c.strategy_label,
-                       submissions.c.created_at).where(submissions.c.verified_key == key)
-            ).first()
-            if first is not None:
-                raise DuplicateResult(
-                    f"this result (benchmark {doc['benchmark']['name']}, strategy {doc['strategy']['name']} with "
-                    f"these parameters and picks) was first submitted by {first.submitter} as submission "
-                    f"{first.id} ('{first.strategy_label}'); it is ranked under that name only",
-                    {"id": int(first.id), "submitter": first.submitter, "strategy": first.strategy_label},
-                )
-            waiting = conn.execute(
-                select(submissions.c.id).where(submissions.c.result_key == key, submissions.c.token_id != token["id"],
-                                               submissions.c.status.in_(("pending", "verifying")))
-            ).first()
-            if waiting is not None:  # who sent it stays private until it is verified
-                raise DuplicateResult(
-                    "the same result (benchmark, strategy, parameters and picks) was sent earlier by another "
-                    "submitter and is being verified; it belongs to them once verified (send it again if it is "
-                    "rejected)", {})
-            lookalike = conn.execute(
-                select(submissions.c.strategy_label).where(
-                    submissions.c.benchmark_name == doc["benchmark"]["name"], submissions.c.label_key == lkey,
-                    submissions.c.strategy_label != doc["strategy"]["label"], submissions.c.status != "rejected",
-                ).limit(1)
-            ).first()
-            if lookalike is not None:
-                raise ConfusableLabel(
-                    f"strategy.label {doc['strategy']['label']!r} reads like the label {lookalike[0]!r} already on "
-                    f"the '{doc['benchmark']['name']}' leaderboard (same letters after Unicode normalisation, "
-                    "look-alike characters and case); use exactly that label or a clearly different one"
-                )
+        key, lkey = result_key(doc), label_key(doc["strategy"]["label"])
         try:
-            return self._insert(token, doc, text_, digest, size, key, lkey), False
+            with self.engine.begin() as conn:
+                # the checks and the insert are one step for a given result: PostgreSQL locks
+                # the result's key, SQLite takes its (single) write lock by writing first
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key[:15], 16)})
+                else:
+                    conn.execute(update(tokens).where(tokens.c.id == token["id"]).values(last_request_at=time.time()))
+                known = self._same_document(conn, token["id"], digest)
+                if known is not None:
+                    return known, True
+                self._check_new_result(conn, token, doc, key, lkey)
+                return self._insert(conn, token, doc, text_, digest, size, key, lkey), False
         except IntegrityError:  # the same document arrived twice at once: the other one won
             with self.engine.connect() as conn:
                 return int(self._same_document(conn, token["id"], digest)), True
+
+    @staticmethod
+    def _check_new_result(conn, token: dict[str, Any], doc: dict[str, Any], key: str, lkey: str) -> None:
+        first = conn.execute(
+            select(submissions.c.id, submissions.c.submitter, submissions.c.strategy_label,
+                   submissions.c.created_at).where(submissions.c.verified_key == key)
+        ).first()
+        if first is not None:
+            raise DuplicateResult(
+                f"this result (benchmark {doc['benchmark']['name']}, strategy {doc['strategy']['name']} with "
+                f"these parameters and picks) was first submitted by {first.submitter} as submission "
+                f"{first.id} ('{first.strategy_label}'); it is ranked under that name only",
+                {"id": int(first.id), "submitter": first.submitter, "strategy": first.strategy_label},
+            )
+        waiting = conn.execute(
+            select(submissions.c.id).where(submissions.c.result_key == key, submissions.c.token_id != token["id"],
+                                           submissions.c.status.in_(("pending", "verifying")))
+        ).first()
+        if waiting is not None:  # who sent it stays private until it is verified
+            raise DuplicateResult(
+                "the same result (benchmark, strategy, parameters and picks) was sent earlier by another "
+                "submitter and is being verified; it belongs to them once verified (send it again if it is "
+                "rejected)", {})
+        lookalike = conn.execute(
+            select(submissions.c.strategy_label).where(
+                submissions.c.benchmark_name == doc["benchmark"]["name"], submissions.c.label_key == lkey,
+                submissions.c.strategy_label != doc["strategy"]["label"], submissions.c.status != "rejected",
+            ).limit(1)
+        ).first()
+        if lookalike is not None:
+            raise ConfusableLabel(
+                f"strategy.label {doc['strategy']['label']!r} reads like the label {lookalike[0]!r} already on "
+                f"the '{doc['benchmark']['name']}' leaderboard (same letters after Unicode normalisation, "
+                "look-alike characters and case); use exactly that label or a clearly different one"
+            )
 
     @staticmethod
     def _same_document(conn, token_id: int, digest: str) -> int | None:
@@ -334,17 +344,17 @@ class ServerStore:
                                                           submissions.c.document_hash == digest)).first()
         return int(row.id) if row else None
 
-    def _insert(self, token: dict[str, Any], doc: dict[str, Any], text_: str, digest: str, size: int,
+    @staticmethod
+    def _insert(conn, token: dict[str, Any], doc: dict[str, Any], text_: str, digest: str, size: int,
                 key: str, lkey: str) -> int:
-        with self.engine.begin() as conn:
-            result = conn.execute(submissions.insert().values(
-                token_id=token["id"], submitter=token["name"],
-                benchmark_name=doc["benchmark"]["name"], benchmark_hash=doc["benchmark"]["hash"],
-                strategy_label=doc["strategy"]["label"], status="pending",
-                document=text_, document_hash=digest, size=size, created_at=time.time(),
-                result_key=key, label_key=lkey, attempts=0,
-            ))
-            return int(result.inserted_primary_key[0])
+        result = conn.execute(submissions.insert().values(
+            token_id=token["id"], submitter=token["name"],
+            benchmark_name=doc["benchmark"]["name"], benchmark_hash=doc["benchmark"]["hash"],
+            strategy_label=doc["strategy"]["label"], status="pending",
+            document=text_, document_hash=digest, size=size, created_at=time.time(),
+            result_key=key, label_key=lkey, attempts=0,
+        ))
+        return int(result.inserted_primary_key[0])
 
     # -- limits per token (in the database: every server process shares them) ------------------
     def allow_request(self, token_id: int, limit: int, window: float = 60.0) -> tuple[bool, float]:
