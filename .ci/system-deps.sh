@@ -6,7 +6,7 @@
 set -uo pipefail
 what="${1:-all}"
 if [ "$(id -u)" != "0" ]; then
-    echo "note: not root, skipping system packages ($what: openclipart-svg, libcairo2; tests: chromium, docker.io, debootstrap);"
+    echo "note: not root, skipping system packages ($what: openclipart-svg, libcairo2; tests: chromium, docker.io, debootstrap, postgresql);"
     echo "      tests that need them skip and say why"
     exit 0
 fi
@@ -24,6 +24,22 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq chromium >/dev/null
+fi
+# PostgreSQL for the leaderboard server tests (issue 15): the tests start a throwaway
+# cluster of their own on a Unix socket (as the postgres user); the package's own cluster is
+# stopped and set not to start. Idempotent.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null || echo "warning: could not install postgresql"
+fi
+for conf in /etc/postgresql/*/*/start.conf; do
+    [ -f "$conf" ] && echo manual > "$conf"
+done
+if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _port status _rest; do
+        [ "$status" = "online" ] && pg_ctlcluster "$ver" "$name" stop
+    done
 fi
 # Docker test (issue 7): a Docker engine without bridge networks or iptables rules (every
 # container runs with --network none) and debootstrap for the locally made base image.

@@ -24,11 +24,12 @@ differ from the claim by at most :func:`metric_tolerance` (one test sample's wor
 for floating-point differences between machines); leaderboards then rank the *replayed*
 values, never the claimed ones.
 
-When this machine has the strategy's plugin with the submission's source hash, the replay
-also re-runs the strategy's selection on each replayed model (:func:`_replay_selection`,
-built from the loop's own helpers; it mirrors the selection step of
-:func:`mmal_core.loop.execute_run`) and reports whether the claimed ids come out
-(:attr:`Verdict.selection`); that check is informational and never rejects.
+The replay also re-runs the strategy's selection on each replayed model
+(:func:`_replay_selection`, built from the loop's own helpers; it mirrors the selection step
+of :func:`mmal_core.loop.execute_run`). A submission is verified only when this machine has
+the strategy's plugin with the submission's source hash and that strategy queries the
+claimed ids in every round of every seed; otherwise it is rejected naming the first seed
+and round that differs (ids picked by hand, or by another strategy, are never ranked).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import format_validation_error
 from .errors import MmalError
@@ -71,6 +72,39 @@ def _display_text(value: str) -> str:
 #: A string shown to readers (names, labels, versions).
 DisplayText = Annotated[str, AfterValidator(_display_text)]
 
+#: Size limits of the free-form parts of a document (bytes of compact JSON, or entries).
+MAX_PARAMS_BYTES = 4096
+MAX_ENVIRONMENT_BYTES = 2048
+MAX_ENVIRONMENT_KEYS = 32
+MAX_METRICS_BYTES = 8192
+MAX_TIMINGS_KEYS = 32
+MAX_KEY_CHARS = 100
+
+
+def _json_bytes_at_most(limit: int):
+    """A validator: the value, written as compact JSON, takes at most ``limit`` bytes and its
+    keys at most :data:`MAX_KEY_CHARS` characters."""
+    def check(value: Any) -> Any:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > limit:
+            raise ValueError(f"at most {limit} bytes of JSON are allowed, got {size}")
+        long_key = next((k for k in _keys(value) if len(k) > MAX_KEY_CHARS), None)
+        if long_key is not None:
+            raise ValueError(f"keys of at most {MAX_KEY_CHARS} characters are allowed, got one of {len(long_key)}")
+        return value
+    return AfterValidator(check)
+
+
+def _keys(value: Any):
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield from (str(k) for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
 
 class _Doc(BaseModel):
     # strict: a seed of ``true`` or an id of ``"5"`` is a schema error, not silently coerced
@@ -84,8 +118,8 @@ class BenchmarkRef(_Doc):
 
 class StrategyRef(_Doc):
     name: DisplayText = Field(min_length=1, max_length=200)
-    label: DisplayText = Field(min_length=1, max_length=500)
-    params: dict[str, Any] = Field(default_factory=dict)
+    label: DisplayText = Field(min_length=1, max_length=200)
+    params: Annotated[dict[str, Any], _json_bytes_at_most(MAX_PARAMS_BYTES)] = Field(default_factory=dict)
 
 
 class PluginRef(_Doc):
@@ -101,19 +135,28 @@ class Environment(BaseModel):
     mmal: str = Field(max_length=100)
     device: str | None = Field(default=None, max_length=200)
 
+    @model_validator(mode="after")
+    def _small(self) -> "Environment":
+        fields = self.model_dump()
+        if len(fields) > MAX_ENVIRONMENT_KEYS:
+            raise ValueError(f"at most {MAX_ENVIRONMENT_KEYS} keys are allowed, got {len(fields)}")
+        _json_bytes_at_most(MAX_ENVIRONMENT_BYTES).func(fields)
+        return self
+
 
 class RoundClaim(_Doc):
     round: int = Field(ge=0)
     n_labeled: int = Field(ge=0)
-    queried_ids: list[int]
-    metrics: dict[str, Any]
-    timings: dict[str, float] = Field(default_factory=dict)
+    queried_ids: list[int] = Field(max_length=1_000_000)
+    metrics: Annotated[dict[str, Any], _json_bytes_at_most(MAX_METRICS_BYTES)]
+    timings: Annotated[dict[str, float], _json_bytes_at_most(MAX_METRICS_BYTES)] = Field(
+        default_factory=dict, max_length=MAX_TIMINGS_KEYS)
 
 
 class SeedClaim(_Doc):
     seed: int = Field(ge=0)
-    initial_ids: list[int]
-    rounds: list[RoundClaim] = Field(min_length=1)
+    initial_ids: list[int] = Field(max_length=1_000_000)
+    rounds: list[RoundClaim] = Field(min_length=1, max_length=1000)
 
 
 class Submission(_Doc):
@@ -267,8 +310,8 @@ class Verdict:
     reason: str = ""
     replayed: list[dict[str, Any]] = field(default_factory=list)
     rounds_trained: int = 0
-    #: Outcome of re-running the strategy's selection (informational, never a reason to
-    #: reject): "reproduced ...", "differs ..." or "not checked: why".
+    #: Outcome of re-running the strategy's selection: "reproduced ...", "differs ..." or
+    #: "not checked: why" (the last two reject unless ``require_selection`` is off).
     selection: str = ""
 
 
@@ -372,14 +415,25 @@ def _replay_selection(strategy: Any, name: str, model: Any, dataset: Any, metric
     return dataset.train.ids[chosen].tolist()
 
 
-def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_selection: bool = True) -> Verdict:
+def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_selection: bool = True,
+                      require_selection: bool = True) -> Verdict:
     """Replay ``doc`` and compare; never raises for a bad claim (it is rejected with a reason).
 
-    check_selection: when this machine has the strategy's plugin with the submission's source
-    hash, also re-run the selection of every round on the replayed model and report in
-    :attr:`Verdict.selection` whether it queries the claimed ids (informational only: a run
-    made on a GPU may legitimately pick differently).
+    check_selection: re-run the strategy's selection of every round on the replayed model
+    (needs the strategy's plugin here with the submission's source hash) and report in
+    :attr:`Verdict.selection` whether it queries the claimed ids.
+    require_selection: reject unless that re-run reproduced every round (what a leaderboard
+    needs; off, the outcome is only reported).
     """
+    verdict = _verify(doc, cache, check_selection, require_selection)
+    if (require_selection and verdict.status == "verified"
+            and not verdict.selection.startswith("reproduced")):
+        return Verdict("rejected", f"selection not reproduced: {verdict.selection}", [], verdict.rounds_trained,
+                       verdict.selection)
+    return verdict
+
+
+def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, stop_on_difference: bool) -> Verdict:
     from .benchmarks import all_benchmarks, benchmark_by_hash
     from .loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
     from .metrics import get_metric
@@ -402,8 +456,8 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_s
     replayed: list[dict[str, Any]] = []
     trained = 0
     strategy, selection = _selection_strategy(doc) if check_selection else (None, "not checked")
-    if bench.model.warm_start and strategy is not None:
-        strategy, selection = None, "not checked: warm-started benchmark"
+    if strategy is None and stop_on_difference:
+        return Verdict("verified", "", [], 0, selection)
     selection_rounds = 0
     for run in sorted(doc.runs, key=lambda r: r.seed):
         where = f"seed {run.seed}"
@@ -481,8 +535,10 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_s
                     if sorted(chosen) != sorted(claim.queried_ids):
                         strategy = None
                         selection = f"differs: at {at} the server's copy of the strategy queries other ids"
-                    else:
-                        selection_rounds += 1
+                if strategy is None and stop_on_difference:  # no need to replay the rest
+                    return Verdict("verified", "", [], trained, selection)
+                if strategy is not None:
+                    selection_rounds += 1
             seed_metrics.append(metrics)
             is_labeled[picks] = True
         replayed.append({"seed": run.seed, "n_labeled": counts, "metrics": seed_metrics})

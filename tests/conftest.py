@@ -70,3 +70,26 @@ def tiny(tmp_path_factory):
     reset_plugin_manager(previous)
     sys.path.remove(str(results["site"]))
     sys.modules.pop("mmal_test_benchmarks", None)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (Unix socket only; skipped, saying why,
+    where PostgreSQL or its driver is not installed)."""
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed (pip install -e '.[test]')")
+    from mmal_core.server.testing import PostgresCluster, postgres_bindir
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package 'postgresql'; .ci/system-deps.sh installs it)")
+    cluster = PostgresCluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_db(request, tmp_path) -> str:
+    """The URL of an empty leaderboard server database, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.db'}"
+    return request.getfixturevalue("postgres").create_database()

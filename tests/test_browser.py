@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
 from mmal_core.server import create_app  # noqa: E402
 from mmal_core.server.storage import ServerStore  # noqa: E402
-from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, plugin_env, tiny_results  # noqa: E402
+from mmal_core.server.testing import ServerProcess, plugin_env, tiny_results  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(
@@ -51,12 +51,13 @@ def server(tmp_path_factory):
     previous = reset_plugin_manager(PluginManager())
     try:
         # verify in this process (the replays are shared with the other test files), then serve
-        with TestClient(create_app(url, rate_limit=0, replay_cache=SHARED_REPLAY_CACHE)) as client:
+        with TestClient(create_app(url, rate_limit=0)) as client:
             ids = [client.post("/api/submissions", json=doc, headers={"Authorization": f"Bearer {token}"}).json()["id"]
                    for doc in (evil, results["docs"]["random"])]
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
-                states = [client.get(f"/api/submissions/{i}").json()["status"] for i in ids]
+                states = [client.get(f"/api/submissions/{i}", headers={"Authorization": f"Bearer {token}"})
+                          .json()["status"] for i in ids]
                 if all(s == "verified" for s in states):
                     break
                 assert "rejected" not in states

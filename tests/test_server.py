@@ -4,6 +4,7 @@ uvicorn process, and a SIGKILL in the middle of a burst of submissions."""
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import threading
 import time
@@ -79,13 +80,18 @@ def test_replay_reproduces_the_run_exactly(tiny, cache):
 def test_selection_replay_reports_a_strategy_that_did_not_make_the_queries(tiny, cache):
     doc = copy.deepcopy(tiny["docs"]["random"])
     doc["strategy"].update(name="entropy", label="entropy")  # claims entropy, but random chose the ids
-    verdict = verify_submission(parse_submission(doc), cache)
+    verdict = verify_submission(parse_submission(doc), cache, require_selection=False)
     assert verdict.status == "verified"  # model and metrics are right for these labeled sets
     assert verdict.selection.startswith("differs: at seed 0 round 0")
+    # a leaderboard requires the selection to be reproduced: rejected, naming the first round
+    verdict = verify_submission(parse_submission(doc), cache)
+    assert verdict.status == "rejected"
+    assert verdict.reason.startswith("selection not reproduced: differs: at seed 0 round 0")
     doc = copy.deepcopy(tiny["docs"]["random"])
     doc["plugin"]["source_hash"] = "0" * 64
     verdict = verify_submission(parse_submission(doc), cache)
-    assert verdict.status == "verified" and verdict.selection.startswith("not checked: the source of mmal-strategies")
+    assert verdict.status == "rejected"
+    assert verdict.reason.startswith("selection not reproduced: not checked: the source of mmal-strategies")
 
 
 @pytest.mark.parametrize("edit, reason", [
@@ -127,9 +133,9 @@ def test_schema_errors_name_the_key():
 
 # -- the HTTP API in process -------------------------------------------------------------------------------------
 @pytest.fixture
-def api(tmp_path, tiny):
+def api(server_db, tiny):
     # a small rate limit for the "burst" test; the other tests stay far below it per token
-    with api_client(tmp_path / "server.db", ("alice", "bob", "burst"), rate_limit=5) as client:
+    with api_client(server_db, ("alice", "bob", "burst"), rate_limit=5) as client:
         yield client
 
 
@@ -149,7 +155,7 @@ def test_a_valid_submission_is_accepted_with_a_status_url(api, tiny):
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert body["status"] == "pending" and resp.headers["location"] == body["status_url"]
-    status = api.get(body["status_url"]).json()
+    status = api.get(body["status_url"], headers=_auth(api.tokens["alice"])).json()
     assert status["status"] == "pending" and status["submitter"] == "alice"
     assert status["benchmark"]["name"] == "tiny-missing"
     assert api.get("/api/submissions/999").status_code == 404
@@ -199,9 +205,9 @@ def test_sending_the_same_document_again_is_safe(api, tiny):
     again = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["alice"]))
     assert again.status_code == 202
     assert again.json()["id"] == first["id"] and again.json()["duplicate"] is True and not first["duplicate"]
-    other = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["bob"])).json()
-    assert other["id"] != first["id"]
-    assert api.store.counts() == {"pending": 2}
+    other = api.post("/api/submissions", json=doc, headers=_auth(api.tokens["bob"]))
+    assert other.status_code == 409  # alice sent this result first
+    assert api.store.counts() == {"pending": 1}
 
 
 def test_rate_limit_per_token(api, tiny):
@@ -217,27 +223,27 @@ def test_rate_limit_per_token(api, tiny):
     assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
     assert "at most 5 submissions per minute" in resp.json()["error"]
     # other tokens are not affected
-    assert api.post("/api/submissions", json=doc(9), headers=_auth(api.tokens["alice"])).status_code == 202
+    assert api.post("/api/submissions", json=tiny["docs"]["margin"], headers=_auth(api.tokens["alice"])).status_code == 202
     assert api.store.counts() == {"pending": 6}
 
 
-def test_worker_verifies_ranks_and_pages_escape_user_strings(tmp_path, tiny, cache):
-    url = f"sqlite:///{tmp_path / 'server.db'}"
+def test_worker_verifies_ranks_and_pages_escape_user_strings(server_db, tiny):
+    url = server_db
     store = ServerStore(url)
     token = store.create_token(EVIL)
     store.close()
     evil = copy.deepcopy(tiny["docs"]["margin"])
     evil["strategy"]["label"] = EVIL
-    app = create_app(url, rate_limit=0, replay_cache=cache)
+    app = create_app(url, rate_limit=0)
     with TestClient(app) as client:
         ids = []
         for doc in (evil, tiny["docs"]["random"], _tampered(tiny["docs"]["random"])):
             resp = client.post("/api/submissions", json=doc, headers=_auth(token))
             assert resp.status_code == 202
             ids.append(resp.json()["id"])
-        states = _wait_final(lambda i: client.get(f"/api/submissions/{i}").json()["status"], ids)
+        states = _wait_final(lambda i: client.get(f"/api/submissions/{i}", headers=_auth(token)).json()["status"], ids)
         assert [states[i] for i in ids] == ["verified", "verified", "rejected"]
-        assert "claimed accuracy" in client.get(f"/api/submissions/{ids[2]}").json()["reason"]
+        assert "claimed accuracy" in client.get(f"/api/submissions/{ids[2]}", headers=_auth(token)).json()["reason"]
 
         board = client.get("/api/leaderboards/tiny-missing").json()
         assert sorted(r["strategy"] for r in board["rows"]) == sorted([EVIL, "random"])  # the rejected one is not ranked
@@ -266,8 +272,9 @@ def _post(url, doc, token, timeout=30):
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _status(url, sid):
-    with urllib.request.urlopen(f"{url}/api/submissions/{sid}", timeout=30) as resp:
+def _status(url, sid, token):
+    req = urllib.request.Request(f"{url}/api/submissions/{sid}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())["status"]
 
 
@@ -316,7 +323,7 @@ def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
     def send(i):
         try:
             code, body = _post(server.url, docs[i], token, timeout=20)
-        except OSError:  # the server died under us: this one was never accepted
+        except (OSError, http.client.HTTPException):  # the server died under us: never accepted
             return
         if code == 202:
             with lock:
@@ -336,9 +343,19 @@ def test_sigkill_during_a_burst_loses_no_accepted_submission(tmp_path, tiny):
     assert set(accepted) <= stored
 
     with ServerProcess(db, env=plugin_env(tiny["site"]), log_path=tmp_path / "serve2.log") as again:
-        states = _wait_final(lambda i: _status(again.url, i), sorted(stored))
+        _wait_final(lambda i: _status(again.url, i, token), sorted(stored))
+    rows = {row["id"]: row for row in ServerStore(db).submissions()}
+    verified = {"margin": 0, "random": 0}
     for sid, i in accepted.items():
-        assert states[sid] == ("rejected" if i % 4 == 3 else "verified"), (sid, i, states[sid])
+        row = rows[sid]
+        if i % 4 == 3:
+            assert row["status"] == "rejected" and "claimed accuracy" in row["reason"], (sid, i, row)
+        elif row["status"] == "verified":
+            verified[docs[i]["strategy"]["name"]] += 1
+        else:  # one result is verified once: the others of the same strategy are copies of it
+            assert "duplicate: the same result" in row["reason"], (sid, i, row)
+    honest = {docs[i]["strategy"]["name"] for i in accepted.values() if i % 4 != 3}
+    assert verified == {name: int(name in honest) for name in verified}
 
 
 def test_token_and_serve_commands_refuse_bad_input(tmp_path, capsys):

@@ -5,6 +5,7 @@ locked database. Fast: no replays (the worker is off or fed documents that fail 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import sqlite3
 import threading
@@ -26,8 +27,8 @@ EVIL = '<script>alert("pwned")</script>'
 
 
 @pytest.fixture
-def api(tmp_path, tiny):
-    with api_client(tmp_path / "server.db", ("alice", "bob", "carol"), rate_limit=0,
+def api(server_db, tiny):
+    with api_client(server_db, ("alice", "bob", "carol"), rate_limit=0,
                     raise_server_exceptions=False) as client:
         yield client
 
@@ -48,10 +49,16 @@ def _replayed(doc, bump=0.0):
             for run in doc["runs"]]
 
 
+_variants = itertools.count()
+
+
 def _verified(store, token_row, doc, bump=0.0):
-    """Store ``doc`` as verified without replaying it (the ranking side is under test)."""
+    """Store ``doc`` as verified without replaying it (the ranking side is under test); each
+    call stores a distinct result (one result is verified only once)."""
+    doc = copy.deepcopy(doc)
+    doc["strategy"]["params"] = {"variant": next(_variants)}
     sid, _ = store.add_submission(token_row, doc, 1)
-    store.finish(sid, "verified", "", _replayed(doc, bump))
+    store.finish(sid, "verified", "", _replayed(doc, bump), "reproduced: (not replayed in this test)")
     return sid
 
 
@@ -123,7 +130,7 @@ def test_wrong_types_and_invisible_characters_are_422_naming_the_key(api, tiny, 
 def test_odd_but_visible_labels_are_stored_verbatim(api, tiny, label):
     resp = api.post("/api/submissions", json=_labeled(tiny["docs"]["margin"], label), headers=_auth(api.tokens["alice"]))
     assert resp.status_code == 202, resp.text
-    assert api.get(resp.json()["status_url"]).json()["strategy"] == label
+    assert api.get(resp.json()["status_url"], headers=_auth(api.tokens["alice"])).json()["strategy"] == label
     assert api.store.counts() == {"pending": 1}
 
 

@@ -31,6 +31,16 @@ def _server_db(db: Optional[str]) -> str:
     return database_url(db or os.environ.get("MMAL_SERVER_DB"))
 
 
+def _limits(time_limit: float, memory_mb: int):
+    from ..server.worker import JobLimits
+
+    if not time_limit > 0:
+        raise MmalError(f"--job-time-limit {time_limit}: expected a positive number of seconds")
+    if memory_mb != 0 and memory_mb < 256:
+        raise MmalError(f"--job-memory-mb {memory_mb}: expected 0 (no limit) or at least 256")
+    return JobLimits(time_limit=time_limit, memory_mb=memory_mb)
+
+
 def _read_token(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
@@ -78,14 +88,23 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
         rate_limit: int = typer.Option(30, "--rate-limit", help="Submissions per token per minute (0: no limit)."),
         max_body: int = typer.Option(2 * 1024 * 1024, "--max-body", help="Largest accepted request body in bytes."),
+        workers: int = typer.Option(1, "--workers", help="Verification workers in this process (0: only separate `mmal serve worker` processes verify)."),
+        time_limit: float = typer.Option(600.0, "--job-time-limit", help="Seconds one replay may take before it is stopped and rejected."),
+        memory_mb: int = typer.Option(4096, "--job-memory-mb", help="Address space of a replay process in MiB (0: no limit)."),
+        budget: float = typer.Option(3 * 3600.0, "--token-budget", help="Seconds of verification per token per 24 hours (0: no budget)."),
     ) -> None:
-        """Serve the leaderboard: submissions API, verification worker and HTML pages."""
+        """Serve the leaderboard: submissions API, verification workers and HTML pages."""
         if ctx.invoked_subcommand is not None:
             return
         if not 0 < port < 65536:
             raise MmalError(f"--port {port}: expected 1..65535")
         if max_body < 1024:
             raise MmalError(f"--max-body {max_body}: expected at least 1024 bytes")
+        if workers < 0:
+            raise MmalError(f"--workers {workers}: expected 0 or more")
+        if budget < 0:
+            raise MmalError(f"--token-budget {budget}: expected 0 or more seconds")
+        limits = _limits(time_limit, memory_mb)
         from ..leaderboard import require
 
         require("fastapi", "uvicorn", "sqlalchemy", "scipy", "matplotlib", what="mmal serve")
@@ -94,9 +113,49 @@ def register(app: typer.Typer) -> None:
         from ..server import create_app
 
         url = _server_db(db)
-        application = create_app(url, max_body=max_body, rate_limit=rate_limit)
+        application = create_app(url, max_body=max_body, rate_limit=rate_limit, workers=workers, limits=limits,
+                                 verify=workers > 0, token_budget=budget)
         err_console.print(f"mmal leaderboard on http://{host}:{port}/ (database {url})", highlight=False)
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+    @serve_app.command("worker")
+    def worker(
+        db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
+        workers: int = typer.Option(1, "--workers", help="Verification workers in this process."),
+        time_limit: float = typer.Option(600.0, "--job-time-limit", help="Seconds one replay may take before it is stopped and rejected."),
+        memory_mb: int = typer.Option(4096, "--job-memory-mb", help="Address space of a replay process in MiB (0: no limit)."),
+        lease: float = typer.Option(30.0, "--lease", help="Seconds after which another worker takes over the job of a worker that stopped renewing its claim."),
+    ) -> None:
+        """Verify submissions from the server database (runs until stopped; on any machine that
+        reaches the database and has the same benchmark and strategy plugins installed)."""
+        import dataclasses
+        import signal
+        import threading
+
+        from ..server.storage import ServerStore
+        from ..server.worker import VerificationWorker
+
+        if workers < 1:
+            raise MmalError(f"--workers {workers}: expected 1 or more")
+        if not lease >= 1:
+            raise MmalError(f"--lease {lease}: expected at least 1 second")
+        limits = dataclasses.replace(_limits(time_limit, memory_mb), lease=lease)
+        store = ServerStore(_server_db(db))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        pool = [VerificationWorker(store, limits=limits) for _ in range(workers)]
+        err_console.print(f"mmal verification workers: {workers} on {store.url}", highlight=False)
+        for w in pool:
+            w.start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for w in pool:
+                w.stop()
+            store.close()
 
     @token_app.command("create")
     def token_create(
@@ -177,7 +236,7 @@ def register(app: typer.Typer) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status, state = _request(f"{base}{body['status_url']}")
+            status, state = _request(f"{base}{body['status_url']}", token=token)
             if status == 200 and state.get("status") in ("verified", "rejected"):
                 if state["status"] == "rejected":
                     raise MmalError(f"submission {body['id']} rejected: {state.get('reason')}")

@@ -5,7 +5,9 @@ API (JSON):
                                      202 {"id", "status": "pending", "status_url"}; the same
                                      document sent again by the same token gets the id it
                                      already has ("duplicate": true), so retrying is safe.
-    GET  /api/submissions/{id}       status (pending | verifying | verified | rejected) and reason.
+    GET  /api/submissions/{id}       status (pending | verifying | verified | rejected) and reason;
+                                     a submission not verified is shown only to the bearer
+                                     token that sent it (404 to anyone else).
     GET  /api/leaderboards/{name}    the ranked leaderboard of one benchmark (verified only).
     GET  /api/benchmarks             the benchmarks this server verifies, with their hashes.
     GET  /api/schema                 the JSON schema of a submission document.
@@ -29,8 +31,6 @@ import json
 import logging
 import math
 import threading
-import time
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,13 +45,17 @@ from ..benchmarks import all_benchmarks
 from ..errors import MmalError
 from ..leaderboard import Curve, build_leaderboard, html_page, html_sections
 from ..submission import SCHEMA_VERSION, metric_tolerance, parse_submission
-from .storage import ServerStore
-from .worker import VerificationWorker
+from .trust import label_key
+from .storage import ConfusableLabel, DuplicateResult, ServerStore
+from .worker import JobLimits, VerificationWorker
 
 #: Largest accepted request body (bytes).
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 #: Submissions per token per minute.
 DEFAULT_RATE_LIMIT = 30
+#: Seconds of verification per token per 24 hours (finished replays, plus the time limit of
+#: each job still waiting or running).
+DEFAULT_TOKEN_BUDGET = 3 * 3600.0
 #: Deepest accepted nesting of arrays and objects in a submission (a real one needs < 10).
 MAX_JSON_DEPTH = 64
 #: Largest id a path may name (SQLite's INTEGER range); larger ones are simply not found.
@@ -64,26 +68,15 @@ _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (sliding window, in memory)."""
+    """At most ``limit`` submission attempts per ``window`` seconds per token, counted in the
+    server database, so that every server process on it shares one count."""
 
-    def __init__(self, limit: int, window: float = 60.0):
-        self.limit, self.window = limit, window
-        self._events: dict[Any, deque] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: ServerStore, limit: int, window: float = 60.0):
+        self.store, self.limit, self.window = store, limit, window
 
-    def allow(self, key: Any) -> tuple[bool, float]:
-        """(allowed, seconds until the next event would be allowed)."""
-        if self.limit <= 0:
-            return True, 0.0
-        now = time.monotonic()
-        with self._lock:
-            events = self._events.setdefault(key, deque())
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                return False, max(events[0] + self.window - now, 0.0)
-            events.append(now)
-            return True, 0.0
+    def allow(self, token_id: int) -> tuple[bool, float]:
+        """(allowed, seconds until the next attempt would be allowed)."""
+        return self.store.allow_request(token_id, self.limit, self.window)
 
 
 def _reject_constant(name: str):
@@ -147,22 +140,24 @@ def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | No
         bench = benches.get(row["benchmark_name"])
         if row["status"] != "verified" or bench is None or bench.hash != row["benchmark_hash"]:
             continue
+        if not (row.get("selection") or "").startswith("reproduced"):
+            continue  # verified before selections had to be reproduced: never ranked
         if benchmark is not None and row["benchmark_name"] != benchmark:
             continue
         latest[(row["benchmark_name"], row["strategy_label"], row["submitter"])] = row
     labels: dict[tuple[str, str], set[str]] = {}
     for (bname, label, submitter) in latest:
-        labels.setdefault((bname, label), set()).add(submitter)
+        labels.setdefault((bname, label_key(label)), set()).add(submitter)  # look-alikes count as one
     curves = []
     taken: set[tuple[str, str]] = set()
     # oldest submission first, so a name once shown keeps belonging to the same submission
     for (bname, label, submitter), row in sorted(latest.items(), key=lambda item: item[1]["id"]):
-        shown = label if len(labels[(bname, label)]) == 1 else f"{label} [{submitter}]"
+        shown = label if len(labels[(bname, label_key(label))]) == 1 else f"{label} [{submitter}]"
         # A label may itself look like "margin [alice]": never let two submissions share a row
         # name (their seeds would be merged into one curve); the later one gets its id added.
-        while (bname, shown) in taken:
+        while (bname, label_key(shown)) in taken:
             shown = f"{shown} (#{int(row['id'])})"
-        taken.add((bname, shown))
+        taken.add((bname, label_key(shown)))
         for seed in json.loads(row["replayed"] or "[]"):
             curves.append(Curve(bname, shown, int(seed["seed"]), list(seed["n_labeled"]), seed["metrics"],
                                 {"submission": row["id"], "submitter": submitter}))
@@ -190,32 +185,36 @@ def plugin_check(doc: dict[str, Any]) -> str:
 
 
 def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int = DEFAULT_RATE_LIMIT,
-               verify: bool = True, replay_cache=None) -> FastAPI:
+               verify: bool = True, limits: JobLimits | None = None, workers: int = 1,
+               token_budget: float = DEFAULT_TOKEN_BUDGET) -> FastAPI:
     """The FastAPI application on the database at ``db_url``.
 
-    verify: run the background verification worker (tests of the HTTP layer alone turn it off).
-    replay_cache: a :class:`mmal_core.submission.ReplayCache` to share between apps (tests).
+    verify: run ``workers`` verification workers next to the web server (each replays in its
+    own child process under ``limits``); off, only separate ``mmal serve worker`` processes
+    verify (tests of the HTTP layer alone turn it off too).
+    token_budget: seconds of verification per token per 24 hours (0: no budget).
     """
     all_benchmarks()  # load the plugins once, before request threads and the worker share them
     store = ServerStore(db_url)
-    worker = VerificationWorker(store, cache=replay_cache) if verify else None
-    limiter = RateLimiter(rate_limit)
+    limits = limits or JobLimits()
+    pool = [VerificationWorker(store, limits=limits) for _ in range(workers)] if verify else []
+    limiter = RateLimiter(store, rate_limit)
     page_cache: dict[str, Any] = {"version": None, "html": None}
     page_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if worker is not None:
+        for worker in pool:
             worker.start()
         yield
-        if worker is not None:
+        for worker in pool:
             worker.stop()
         store.close()
 
     app = FastAPI(title="mmal leaderboard", version=str(SCHEMA_VERSION), lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
-    app.state.worker = worker
+    app.state.workers = pool
     app.state.limiter = limiter
 
     # every error is {"error": ...}, like the API's own refusals
@@ -244,10 +243,16 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         owner = await run_in_threadpool(store.authenticate, token.strip())
         if owner is None:
             return _error(401, "invalid or revoked token", **{"WWW-Authenticate": "Bearer"})
-        allowed, retry = limiter.allow(owner["id"])
+        allowed, retry = await run_in_threadpool(limiter.allow, owner["id"])
         if not allowed:
             return _error(429, f"rate limit: at most {limiter.limit} submissions per minute per token",
                           **{"Retry-After": str(int(retry) + 1)})
+        if token_budget > 0:
+            spent, queued = await run_in_threadpool(store.verification_load, owner["id"])
+            if spent + (queued + 1) * limits.time_limit > token_budget:
+                return _error(429, f"verification budget: this token has used {spent:.0f} s of its {token_budget:.0f} s "
+                                   f"per 24 hours, and {queued} of its submissions wait (each may take up to "
+                                   f"{limits.time_limit:.0f} s); retry later", **{"Retry-After": "600"})
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
             return _error(415, f"Content-Type {ctype[:100]}: send the submission as application/json")
@@ -267,10 +272,15 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
             doc = await run_in_threadpool(parse_submission, data, "submission")
         except MmalError as err:
             return _error(422, str(err))
-        submission_id, duplicate = await run_in_threadpool(
-            store.add_submission, owner, doc.model_dump(mode="json"), len(body)
-        )
-        if worker is not None:
+        try:
+            submission_id, duplicate = await run_in_threadpool(
+                store.add_submission, owner, doc.model_dump(mode="json"), len(body)
+            )
+        except DuplicateResult as err:
+            return JSONResponse({"error": str(err), "first": err.first or None}, status_code=409)
+        except ConfusableLabel as err:
+            return _error(422, str(err))
+        for worker in pool:
             worker.wake()
         url = f"/api/submissions/{submission_id}"
         state = "pending"
@@ -279,10 +289,26 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         return JSONResponse({"id": submission_id, "status": state, "duplicate": duplicate, "status_url": url, "page_url": f"/submissions/{submission_id}"},
                             status_code=202, headers={"Location": url})
 
+    def viewer(request: Request) -> dict[str, Any] | None:
+        """The token of the request's bearer, or None (no token, or not a valid one)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return store.authenticate(token.strip())
+
+    def visible(request: Request, submission_id: int, with_document: bool = False) -> dict[str, Any] | None:
+        """The submission if the requester may see it: verified ones are public; pending and
+        rejected ones (their reasons, their submitter) only to the token that sent them."""
+        row = store.submission(submission_id, with_document) if 0 <= submission_id <= _MAX_ID else None
+        if row is None or row["status"] == "verified":
+            return row
+        who = viewer(request)
+        return row if who is not None and who["id"] == row["token_id"] else None
+
     @app.get("/api/submissions/{submission_id}")
-    def submission_status(submission_id: int):
-        row = store.submission(submission_id) if 0 <= submission_id <= _MAX_ID else None
-        if row is None:
+    def submission_status(submission_id: int, request: Request):
+        row = visible(request, submission_id)
+        if row is None:  # also when it is not the requester's to see: existence is not revealed
             return _error(404, f"no submission {submission_id}")
         return {
             "id": row["id"], "status": row["status"], "reason": row["reason"], "selection": row["selection"],
@@ -330,8 +356,8 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         )
         body = (
             "<h1>mmal leaderboard</h1>"
-            "<p>Only submissions the server verified by replay are ranked. Submissions: "
-            + ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(counts.items())) + ".</p>"
+            "<p>Only submissions the server verified by replay, selections included, are ranked. "
+            f"Verified submissions: {int(counts.get('verified', 0))}.</p>"
             + html_sections(lb, link=lambda row: f"/submissions/{int(row['meta']['submission'])}")
             + f"<section><h2>Benchmarks</h2><ul>{known}</ul></section>"
         )
@@ -341,8 +367,8 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         return _html(page)
 
     @app.get("/submissions/{submission_id}", response_class=HTMLResponse)
-    def submission_page(submission_id: int):
-        row = store.submission(submission_id, with_document=True) if 0 <= submission_id <= _MAX_ID else None
+    def submission_page(submission_id: int, request: Request):
+        row = visible(request, submission_id, with_document=True)
         e = html.escape
         if row is None:
             return _html(html_page("not found", f"<h1>No submission {int(submission_id)}</h1>"), 404)

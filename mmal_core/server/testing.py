@@ -50,13 +50,13 @@ def mmal_register_benchmarks():
 '''
 
 
-def write_benchmark_plugin(folder: Path, specs: list[dict[str, Any]] | None = None,
-                           dist: str = "mmal-test-benchmarks", version: str = "0.1") -> Path:
-    """Install a plugin registering ``specs`` (Benchmark keyword arguments) into ``folder``."""
+def write_plugin(folder: Path, source: str, dist: str, version: str = "0.1") -> Path:
+    """Install a one-module plugin distribution ``dist`` with the code ``source`` into
+    ``folder`` (an ``mmal`` entry point, as a third-party plugin has)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     module = dist.replace("-", "_")
-    (folder / f"{module}.py").write_text(_PLUGIN_SOURCE.format(specs=json.dumps(specs or [TINY_BENCHMARK])))
+    (folder / f"{module}.py").write_text(source)
     info = folder / f"{module}-{version}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
@@ -64,10 +64,50 @@ def write_benchmark_plugin(folder: Path, specs: list[dict[str, Any]] | None = No
     return folder
 
 
+def write_benchmark_plugin(folder: Path, specs: list[dict[str, Any]] | None = None,
+                           dist: str = "mmal-test-benchmarks", version: str = "0.1") -> Path:
+    """Install a plugin registering ``specs`` (Benchmark keyword arguments) into ``folder``."""
+    return write_plugin(folder, _PLUGIN_SOURCE.format(specs=json.dumps(specs or [TINY_BENCHMARK])), dist, version)
+
+
+#: Strategies that misbehave on a verification worker: ``hang`` never returns from select,
+#: ``crash`` kills its own process.
+BAD_STRATEGIES_SOURCE = '''"""Strategies that misbehave (a test plugin)."""
+import os
+import signal
+import time
+
+from mmal_core import Strategy, hookimpl
+
+
+class Hang(Strategy):
+    name = "hang"
+    summary = "never returns from select"
+
+    def select(self, view, budget, rng):
+        while True:
+            time.sleep(1)
+
+
+class Crash(Strategy):
+    name = "crash"
+    summary = "kills its own process in select"
+
+    def select(self, view, budget, rng):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@hookimpl
+def mmal_register_strategies():
+    return [Hang, Crash]
+'''
+
+
 @contextmanager
-def api_client(db_path: Path, token_names: tuple[str, ...], *, rate_limit: int, max_body: int = 64 * 1024,
-               raise_server_exceptions: bool = True) -> Iterator[Any]:
-    """An in-process client of a fresh server (no verification worker) on ``db_path``.
+def api_client(db_path: Path | str, token_names: tuple[str, ...], *, rate_limit: int, max_body: int = 64 * 1024,
+               raise_server_exceptions: bool = True, **app_options: Any) -> Iterator[Any]:
+    """An in-process client of a fresh server (no verification worker unless ``verify=True``
+    is among ``app_options``) on ``db_path`` (an SQLite file or a database URL).
 
     The client carries ``tokens`` (name -> token, one per name) and ``store`` (the app's
     ServerStore). Needs the test extra (fastapi, httpx).
@@ -77,11 +117,11 @@ def api_client(db_path: Path, token_names: tuple[str, ...], *, rate_limit: int, 
     from .app import create_app
     from .storage import ServerStore
 
-    url = f"sqlite:///{db_path}"
+    url = str(db_path) if "://" in str(db_path) else f"sqlite:///{db_path}"
     store = ServerStore(url)
     tokens = {name: store.create_token(name) for name in token_names}
     store.close()
-    app = create_app(url, max_body=max_body, rate_limit=rate_limit, verify=False)
+    app = create_app(url, max_body=max_body, rate_limit=rate_limit, **{"verify": False, **app_options})
     with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         client.tokens = tokens
         client.store = app.state.store
@@ -197,3 +237,85 @@ def tiny_results(folder: Path, strategies: tuple[str, ...] = ("margin", "random"
         done.touch()
     docs = {name: json.loads((folder / f"doc-{name}.json").read_text()) for name in strategies}
     return {"site": site, "db": db, "docs": docs}
+
+
+def postgres_bindir() -> Path | None:
+    """The folder of Debian's PostgreSQL server programs (initdb, pg_ctl), newest first; None
+    when PostgreSQL is not installed."""
+    import shutil
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster listening only on a Unix socket in its own temporary
+    folder. As root, the server runs as the ``postgres`` user (or ``nobody``): PostgreSQL
+    refuses to run as root. :meth:`create_database` gives each test its own database."""
+
+    def __init__(self, bindir: Path):
+        import pwd
+        import tempfile
+
+        self.bindir = bindir
+        self.base = Path(tempfile.mkdtemp(prefix="mmal-pg-"))
+        self.runas: list[str] = []
+        if os.geteuid() == 0:
+            user = next((u for u in ("postgres", "nobody") if _has_user(u)), None)
+            if user is None:
+                raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+            entry = pwd.getpwnam(user)
+            os.chown(self.base, entry.pw_uid, entry.pw_gid)
+            self.runas = ["runuser", "-u", user, "--"]
+        self.data = self.base / "data"
+        self.user = "mmal"
+        self._count = 0
+
+    def _run(self, *cmd: str) -> None:
+        result = subprocess.run([*self.runas, *cmd], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {(result.stderr or result.stdout)[-1000:]}")
+
+    def start(self) -> "PostgresCluster":
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+                  "-E", "UTF8", "--no-sync", "--locale=C")
+        # no TCP at all (listen_addresses empty): the socket in our folder is the only way in
+        options = f"-k {self.base} -c listen_addresses='' -F -c max_connections=300"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                  str(self.base / "server.log"), "-w", "-t", "60", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@/{database}?host={self.base}"
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        self._count += 1
+        name = f"t{os.getpid()}_{self._count}"
+        with psycopg.connect(host=str(self.base), user=self.user, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        import shutil
+
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run([*self.runas, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                            "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
