@@ -7,7 +7,9 @@ JSON-able dict (:func:`build_leaderboard`) that the renderers turn into a rich t
 Markdown, CSV, JSON or one self-contained HTML page.
 
 Per benchmark, strategies are ranked by the normalised area under the budget curve of test
-accuracy (AUBC, :func:`mmal_core.metrics.aubc`), given as the mean over seeds with a 95%
+accuracy (AUBC, :func:`mmal_core.metrics.aubc`), or of any registered metric
+(``build_leaderboard(..., metric=NAME)``, ``mmal leaderboard --metric NAME``) in that metric's
+direction, given as the mean over seeds with a 95%
 percentile-bootstrap interval (:func:`scipy.stats.bootstrap`), next to the final accuracy
 and the mean rank (strategies ranked per seed by AUBC, ranks averaged over seeds).
 
@@ -40,7 +42,7 @@ import numpy as np
 
 from . import stats
 from .errors import MmalError, did_you_mean
-from .metrics import aubc
+from .metrics import aubc, get_metric
 from .stats import bootstrap_interval, penalty_counts, ranks_desc, significantly_better  # noqa: F401 (re-exported)
 
 FORMATS = ("table", "md", "csv", "json", "html")
@@ -70,6 +72,19 @@ class Curve:
     def accuracy(self) -> np.ndarray:
         """(n_rounds,) test accuracy per round."""
         return np.array([float(m.get("accuracy", float("nan"))) for m in self.metrics], dtype=np.float64)
+
+    def values(self, path: str) -> np.ndarray:
+        """(n_rounds,) values of the metric ``path`` (``modality_accuracy.m0``) per round; NaN
+        where a round does not hold a number there."""
+        out = []
+        for m in self.metrics:
+            v = get_metric(m, path)
+            out.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan"))
+        return np.array(out, dtype=np.float64)
+
+    def records(self, path: str) -> bool:
+        """True when every round holds a number under ``path`` (runs from before a metric existed do not)."""
+        return all(isinstance(get_metric(m, path), (int, float)) for m in self.metrics)
 
 
 def require(*modules: str, what: str) -> None:
@@ -123,17 +138,27 @@ def _final_dict(curves: list[Curve], key: str) -> dict[str, float] | None:
 
 
 # -- the leaderboard ---------------------------------------------------------------------------------
-def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = None, metric: str = "accuracy",
+                      higher_is_better: bool | None = None) -> dict[str, Any]:
     """Rank the strategies of ``curves``; returns a JSON-able dict.
 
     benchmarks: name -> :class:`mmal_core.benchmarks.Benchmark`, for the hash and summary
     shown with each table (optional).
+    metric: the metric path ranked by (AUBC, mean rank, penalty matrix, curves); curves whose
+    rounds do not all record it are left out. higher_is_better: its direction (default: the
+    registered metric's, :func:`mmal_core.metrics.higher_is_better`). ``final_accuracy`` stays
+    the final test accuracy whatever the metric.
 
     Keys: ``benchmarks`` (list, one per benchmark with ``rows`` ranked by AUBC and ``curves``
     for the plots), ``overall`` (average rank per strategy) and ``penalty`` (strategies,
     matrix (S, S), and the number of benchmarks counted).
     """
+    from .metrics import higher_is_better as direction
+
     benchmarks = benchmarks or {}
+    higher = direction(metric) if higher_is_better is None else bool(higher_is_better)
+    if metric != "accuracy":  # runs from before the metric existed cannot be ranked by it
+        curves = [c for c in curves if c.records(metric)]
     by_bench: dict[str, dict[str, dict[int, Curve]]] = {}
     for c in curves:
         by_bench.setdefault(c.benchmark, {}).setdefault(c.strategy, {})[c.seed] = c
@@ -147,11 +172,11 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         rows = []
         per_seed_aubc: dict[int, dict[str, float]] = {}
         for strategy, seeds in runs.items():
-            areas = np.array([aubc(c.n_labeled, c.accuracy) for c in seeds.values()])
+            areas = np.array([aubc(c.n_labeled, c.values(metric)) for c in seeds.values()])
             finals = np.array([c.accuracy[-1] for c in seeds.values()])
             low, high = bootstrap_interval(areas)
             for seed, c in seeds.items():
-                per_seed_aubc.setdefault(seed, {})[strategy] = aubc(c.n_labeled, c.accuracy)
+                per_seed_aubc.setdefault(seed, {})[strategy] = aubc(c.n_labeled, c.values(metric))
             ordered = [seeds[s] for s in sorted(seeds)]
             rows.append({
                 "strategy": strategy,
@@ -168,11 +193,11 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         # mean rank: rank the strategies on every seed, average over the seeds they ran
         seed_ranks: dict[str, list[float]] = {}
         for values in per_seed_aubc.values():
-            for s, r in ranks_desc(values).items():
+            for s, r in ranks_desc(values, higher).items():
                 seed_ranks.setdefault(s, []).append(r)
         for row in rows:
             row["mean_rank"] = float(np.mean(seed_ranks[row["strategy"]]))
-        overall = ranks_desc({row["strategy"]: row["aubc"] for row in rows})
+        overall = ranks_desc({row["strategy"]: row["aubc"] for row in rows}, higher)
         for row in rows:
             row["rank"] = overall[row["strategy"]]
             bench_ranks[row["strategy"]].append(overall[row["strategy"]])
@@ -181,7 +206,8 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         # pairwise penalty: round by round, paired over the seeds both strategies ran
         n_rounds = max(len(c.n_labeled) for seeds in runs.values() for c in seeds.values())
         names = sorted(runs)
-        shares = penalty_counts({s: {seed: c.accuracy for seed, c in runs[s].items()} for s in names})
+        shares = penalty_counts({s: {seed: c.values(metric) for seed, c in runs[s].items()} for s in names},
+                                higher_is_better=higher)
         for (i, j), share in shares.items():
             penalty[index[i], index[j]] += share
 
@@ -191,13 +217,14 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
             xs = sorted({n for c in seeds.values() for n in c.n_labeled})
             mean, std = [], []
             for n in xs:
-                vals = [c.accuracy[c.n_labeled.index(n)] for c in seeds.values() if n in c.n_labeled]
+                vals = [c.values(metric)[c.n_labeled.index(n)] for c in seeds.values() if n in c.n_labeled]
                 mean.append(float(np.mean(vals)))
                 std.append(float(np.std(vals)))
             plot[strategy] = {"n_labeled": xs, "mean": mean, "std": std}
         bench = benchmarks.get(bname)
         tables.append({
             "name": bname,
+            "metric": metric,
             "hash": getattr(bench, "hash", None),
             "summary": getattr(bench, "summary", ""),
             "n_rounds": n_rounds,
@@ -211,6 +238,8 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
         key=lambda r: (r["average_rank"], r["strategy"]),
     )
     return {
+        "metric": metric,
+        "higher_is_better": higher,
         "benchmarks": tables,
         "overall": overall_rows,
         "penalty": {"strategies": strategies, "matrix": penalty.round(6).tolist(), "n_benchmarks": len(tables),
@@ -239,6 +268,15 @@ def _utilisation(row: dict[str, Any]) -> str:
 COLUMNS = ("rank", "strategy", "AUBC [95% CI]", "final acc", "mean rank", "seeds", "modality utilisation")
 
 
+def columns(lb: dict[str, Any]) -> tuple[str, ...]:
+    """The table's column headers: the AUBC column names the metric ranked by when it is not accuracy."""
+    metric = lb.get("metric", "accuracy")
+    if metric == "accuracy":
+        return COLUMNS
+    direction = "higher" if lb.get("higher_is_better", True) else "lower"
+    return COLUMNS[:2] + (f"AUBC {metric} ({direction} is better) [95% CI]",) + COLUMNS[3:]
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
     return [
         _f(row["rank"], 1), row["strategy"],
@@ -254,7 +292,7 @@ def render_table(lb: dict[str, Any], console) -> None:
 
     for b in lb["benchmarks"]:
         table = Table(title=f"{b['name']}" + (f" (hash {b['hash']})" if b.get("hash") else ""))
-        for col in COLUMNS:
+        for col in columns(lb):
             table.add_column(col, justify="left" if col in ("strategy", "modality utilisation") else "right")
         for row in b["rows"]:
             table.add_row(*_cells(row))
@@ -285,7 +323,7 @@ def render_markdown(lb: dict[str, Any]) -> str:
     out = []
     for b in lb["benchmarks"]:
         out.append(f"## {_md_escape(b['name'])}" + (f" (hash `{b['hash']}`)" if b.get("hash") else "") + "\n")
-        out.append("| " + " | ".join(COLUMNS) + " |")
+        out.append("| " + " | ".join(_md_escape(c) for c in columns(lb)) + " |")
         out.append("|" + "---|" * len(COLUMNS))
         for row in b["rows"]:
             out.append("| " + " | ".join(_md_escape(c) for c in _cells(row)) + " |")
@@ -310,7 +348,8 @@ def render_csv(lb: dict[str, Any]) -> str:
     """One CSV row per (benchmark, strategy)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["benchmark", "hash", "rank", "strategy", "aubc", "aubc_low", "aubc_high", "final_accuracy",
+    writer.writerow(["benchmark", "hash", "rank", "strategy", "aubc" if lb.get("metric", "accuracy") == "accuracy"
+                     else f"aubc_{lb['metric']}", "aubc_low", "aubc_high", "final_accuracy",
                      "final_accuracy_std", "mean_rank", "seeds", "modality_accuracy", "contribution"])
     for b in lb["benchmarks"]:
         for row in b["rows"]:
@@ -353,7 +392,8 @@ def learning_curve_png(bench: dict[str, Any]) -> str:
             ax.plot(x, m, marker="o", markersize=3, label=plot_text(strategy))
             ax.fill_between(x, m - s, m + s, alpha=0.15)
         ax.set_xlabel("labeled samples")
-        ax.set_ylabel("test accuracy")
+        metric = bench.get("metric", "accuracy")
+        ax.set_ylabel("test accuracy" if metric == "accuracy" else plot_text(metric))
         ax.set_title(plot_text(bench["name"]))
         ax.grid(alpha=0.3)
         if bench["curves"] and legend:
@@ -405,7 +445,7 @@ def html_sections(lb: dict[str, Any], link: Callable[[dict[str, Any]], str | Non
         if b.get("summary"):
             out.append(f"<p>{e(b['summary'])}</p>")
         out.append("<table class=\"leaderboard\"><thead><tr>"
-                   + "".join(f"<th class=\"{'s' if c in ('strategy', 'modality utilisation') else ''}\">{e(c)}</th>" for c in COLUMNS)
+                   + "".join(f"<th class=\"{'s' if c in ('strategy', 'modality utilisation') else ''}\">{e(c)}</th>" for c in columns(lb))
                    + "</tr></thead><tbody>")
         for row in b["rows"]:
             cells = _cells(row)

@@ -113,13 +113,18 @@ def better_by_round(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA) -> np.nd
     return np.where(zero, False, np.where(constant, diff[0] > 0, tested))
 
 
-def penalty_counts(accuracy: dict[str, dict[int, np.ndarray]], alpha: float = ALPHA) -> dict[tuple[str, str], float]:
+def penalty_counts(accuracy: dict[str, dict[int, np.ndarray]], alpha: float = ALPHA,
+                   higher_is_better: bool = True) -> dict[tuple[str, str], float]:
     """One benchmark's (or cell's) share of the pairwise penalty matrix of Ash et al. (2020).
 
-    accuracy: strategy -> seed -> (n_rounds,) test accuracy per round. For every ordered pair
-    ``(i, j)`` and every round, a paired t-test over the seeds both ran; the entry is the
-    fraction of rounds in which ``i`` was significantly better than ``j`` (0 to 1).
+    accuracy: strategy -> seed -> (n_rounds,) test accuracy (or another metric) per round. For
+    every ordered pair ``(i, j)`` and every round, a paired t-test over the seeds both ran; the
+    entry is the fraction of rounds in which ``i`` was significantly better than ``j`` (0 to 1).
+    higher_is_better: False for a metric where lower values win (better = significantly lower).
     """
+    if not higher_is_better:
+        accuracy = {s: {seed: -np.asarray(v, dtype=np.float64) for seed, v in seeds.items()}
+                    for s, seeds in accuracy.items()}
     n_rounds = max((len(a) for seeds in accuracy.values() for a in seeds.values()), default=0)
     out: dict[tuple[str, str], float] = {}
     if n_rounds == 0:
@@ -146,12 +151,14 @@ def penalty_counts(accuracy: dict[str, dict[int, np.ndarray]], alpha: float = AL
     return out
 
 
-def ranks_desc(values: dict[str, float]) -> dict[str, float]:
-    """Rank 1 for the largest value; ties share their average rank."""
+def ranks_desc(values: dict[str, float], higher_is_better: bool = True) -> dict[str, float]:
+    """Rank 1 for the largest value (the smallest when ``higher_is_better`` is False); ties
+    share their average rank."""
     from scipy.stats import rankdata
 
     names = list(values)
-    ranks = rankdata([-values[n] for n in names], method="average")
+    sign = -1.0 if higher_is_better else 1.0
+    ranks = rankdata([sign * values[n] for n in names], method="average")
     return {n: float(r) for n, r in zip(names, ranks)}
 
 

@@ -238,3 +238,69 @@ def test_example_metric_is_listed_recorded_every_round_and_ranks_ascending(brier
     assert plain.returncode == 0, plain.stderr
     assert [a for _, a in _aubc_column(plain.stdout, ("random", "margin", "entropy"))] == sorted(
         (a for _, a in ranked), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def brier_bench(example_metric_path, tmp_path_factory):
+    """The tiny test benchmark run for three strategies with the example metric installed."""
+    import os
+
+    from _support import run_cli
+    from mmal_core.server.testing import write_benchmark_plugin
+
+    tmp = tmp_path_factory.mktemp("brier-bench")
+    site = write_benchmark_plugin(tmp / "site")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(example_metric_path)])}
+    for strategy in ("random", "margin", "entropy"):
+        res = run_cli("bench", "run", "tiny-missing", "--strategy", strategy, "--db", str(tmp / "b.db"), env_extra=env)
+        assert res.returncode == 0, res.stderr
+    return {"env": env, "db": str(tmp / "b.db"), "site": str(site)}
+
+
+def test_leaderboard_ranks_by_a_plugin_metric_in_its_direction(brier_bench, cli):
+    import json
+
+    env, db = brier_bench["env"], brier_bench["db"]
+    res = cli("leaderboard", "--db", db, "--metric", "example_brier", "--format", "json", env_extra=env)
+    assert res.returncode == 0, res.stderr
+    lb = json.loads(res.stdout)
+    assert lb["metric"] == "example_brier" and lb["higher_is_better"] is False
+    rows = lb["benchmarks"][0]["rows"]
+    assert len(rows) == 3 and [r["aubc"] for r in rows] == sorted(r["aubc"] for r in rows)  # lowest first
+    assert rows[0]["rank"] == 1.0 and all(0.0 <= r["aubc"] <= 2.0 for r in rows)
+    by_acc = json.loads(cli("leaderboard", "--db", db, "--format", "json", env_extra=env).stdout)
+    accs = [r["aubc"] for r in by_acc["benchmarks"][0]["rows"]]
+    assert accs == sorted(accs, reverse=True) and by_acc["metric"] == "accuracy"
+    table = cli("leaderboard", "--db", db, "--metric", "example_brier", env_extra=env)
+    assert table.returncode == 0 and "lower is better" in table.stdout
+    one = cli("leaderboard", "--db", db, "--metric", "example_brierr", env_extra=env)
+    assert one.returncode == 2 and len(one.stderr.strip().splitlines()) == 1
+    assert "did you mean 'example_brier'" in one.stderr
+
+
+def test_leaderboard_leaves_out_runs_that_do_not_record_the_metric():
+    from mmal_core.leaderboard import Curve, build_leaderboard
+
+    old = [Curve("b", s, seed, [10, 20], [{"accuracy": a}, {"accuracy": a + 0.1}])
+           for s, a in (("x", 0.5), ("y", 0.6)) for seed in (0, 1)]
+    new = [Curve("b", "z", seed, [10, 20], [{"accuracy": 0.4, "log_likelihood": -1.0 - seed},
+                                             {"accuracy": 0.5, "log_likelihood": -0.5}]) for seed in (0, 1)]
+    by_acc = build_leaderboard(old + new)
+    assert [r["strategy"] for r in by_acc["benchmarks"][0]["rows"]] == ["y", "x", "z"]
+    by_ll = build_leaderboard(old + new, metric="log_likelihood")
+    assert [r["strategy"] for r in by_ll["benchmarks"][0]["rows"]] == ["z"]
+    lower = build_leaderboard(old, metric="accuracy", higher_is_better=False)
+    assert [r["strategy"] for r in lower["benchmarks"][0]["rows"]] == ["x", "y"]
+
+
+def test_benchmark_naming_an_unregistered_metric_is_unavailable():
+    from mmal_core.benchmarks import Benchmark, canonical_suite
+
+    bench = canonical_suite()[0]
+    odd = Benchmark(name="odd", dataset=bench.dataset, model=bench.model, seeds=(0,), budget=bench.budget,
+                    metrics=("accuracy", "log_likelihood", "brierr"))
+    ok, why = odd.available()
+    assert not ok and "metric 'brierr' is not a registered metric" in why
+    fine = Benchmark(name="fine", dataset=bench.dataset, model=bench.model, seeds=(0,), budget=bench.budget,
+                     metrics=("accuracy", "log_likelihood", "modality_accuracy.m0"))
+    assert fine.available() == (True, "")

@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
         benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark."),
         fmt_: str = typer.Option("table", "--format", "-f", help="table, md, csv, json or html."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
+        metric: str = typer.Option("accuracy", "--metric", "-m", help="Rank by the AUBC of this registered metric (mmal list metrics), in its direction; e.g. log_likelihood, macro_f1, imbalance."),
     ) -> None:
-        """Strategies ranked by AUBC per benchmark, average rank and the pairwise penalty matrix."""
+        """Strategies ranked by AUBC (of test accuracy, or of --metric) per benchmark, average rank
+        and the pairwise penalty matrix."""
         from ..benchmarks import all_benchmarks, get_benchmark
         from ..leaderboard import FORMATS, build_leaderboard, curves_from_store, render, render_table, require
         from ..store import Store
@@ -30,6 +32,9 @@ def register(app: typer.Typer) -> None:
         if output is not None and fmt_ == "table":
             raise MmalError("--output: the table format prints to the terminal; use --format md, csv, json or html")
         require("scipy", *(["matplotlib"] if fmt_ == "html" else []), what="mmal leaderboard")
+        from ..metrics import check_metric_path
+
+        check_metric_path(metric, "--metric")
         benches = all_benchmarks()
         selected = [get_benchmark(benchmark)] if benchmark else list(benches.values())
         with Store(default_db(db), readonly=True) as store:
@@ -37,7 +42,10 @@ def register(app: typer.Typer) -> None:
         if not curves:
             what = f"benchmark '{benchmark}'" if benchmark else "any benchmark"
             raise MmalError(f"--db {default_db(db)}: no finished runs of {what}; run `mmal bench run NAME --strategy S` first")
-        lb = build_leaderboard(curves, benches)
+        lb = build_leaderboard(curves, benches, metric=metric)
+        if not lb["benchmarks"]:
+            raise MmalError(f"--metric {metric}: no finished benchmark run in {default_db(db)} records it in every round "
+                            "(runs made before the metric was installed do not)")
         if fmt_ == "table":
             render_table(lb, console)
             return
