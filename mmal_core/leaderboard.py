@@ -42,7 +42,7 @@ import numpy as np
 
 from . import stats
 from .errors import MmalError, did_you_mean
-from .metrics import aubc, get_metric
+from .metrics import aubc, metric_series, records_metric
 from .stats import bootstrap_interval, penalty_counts, ranks_desc, significantly_better  # noqa: F401 (re-exported)
 
 FORMATS = ("table", "md", "csv", "json", "html")
@@ -74,17 +74,12 @@ class Curve:
         return np.array([float(m.get("accuracy", float("nan"))) for m in self.metrics], dtype=np.float64)
 
     def values(self, path: str) -> np.ndarray:
-        """(n_rounds,) values of the metric ``path`` (``modality_accuracy.m0``) per round; NaN
-        where a round does not hold a number there."""
-        out = []
-        for m in self.metrics:
-            v = get_metric(m, path)
-            out.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan"))
-        return np.array(out, dtype=np.float64)
+        """(n_rounds,) values of the metric ``path`` (``modality_accuracy.m0``) per round."""
+        return metric_series(self.metrics, path)
 
     def records(self, path: str) -> bool:
         """True when every round holds a number under ``path`` (runs from before a metric existed do not)."""
-        return all(isinstance(get_metric(m, path), (int, float)) for m in self.metrics)
+        return records_metric(self.metrics, path)
 
 
 def require(*modules: str, what: str) -> None:

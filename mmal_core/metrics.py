@@ -254,6 +254,21 @@ def compute_metrics(metrics: Iterable[tuple[Metric, str]], ctx: MetricContext) -
     return out
 
 
+def metric_series(rounds: Iterable[dict[str, Any]], path: str) -> np.ndarray:
+    """(n_rounds,) values of the metric ``path`` in each round's metrics; NaN where a round
+    holds no number there (a database from before the metric existed)."""
+    out = []
+    for m in rounds:
+        v = get_metric(m, path)
+        out.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan"))
+    return np.array(out, dtype=np.float64)
+
+
+def records_metric(rounds: Iterable[dict[str, Any]], path: str) -> bool:
+    """True when every round holds a number under ``path``."""
+    return all(isinstance(get_metric(m, path), (int, float)) for m in rounds)
+
+
 def registered_metrics() -> dict[str, Any]:
     """Registered metrics by name (plugin entries of kind ``metric``)."""
     from .plugins import get_plugin_manager

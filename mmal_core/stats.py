@@ -230,22 +230,24 @@ def holm(pvalues: list[float | None], alpha: float = ALPHA) -> list[float | None
     return out
 
 
-def verdict(comparison: dict[str, Any], adjusted_p: float | None, alpha: float) -> str:
-    """``better`` / ``worse`` / ``no detectable difference`` / ``no test``."""
+def verdict(comparison: dict[str, Any], adjusted_p: float | None, alpha: float, higher_is_better: bool = True) -> str:
+    """``better`` / ``worse`` / ``no detectable difference`` / ``no test``; with
+    ``higher_is_better`` False a negative difference is the better one."""
     if adjusted_p is None:
         return "no test"
     if adjusted_p < alpha:
-        return "better" if comparison["mean"] > 0 else "worse"
+        return "better" if (comparison["mean"] > 0) == higher_is_better else "worse"
     return "no detectable difference"
 
 
 # -- across cells ---------------------------------------------------------------------------------
-def mean_ranks(matrix: np.ndarray) -> np.ndarray:
-    """Mean rank of each column of ``matrix`` (blocks x treatments), rank 1 = largest value."""
+def mean_ranks(matrix: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """Mean rank of each column of ``matrix`` (blocks x treatments), rank 1 = largest value
+    (the smallest when ``higher_is_better`` is False)."""
     from scipy.stats import rankdata
 
     matrix = np.asarray(matrix, dtype=np.float64)
-    return rankdata(-matrix, axis=1, method="average").mean(axis=0)
+    return rankdata(-matrix if higher_is_better else matrix, axis=1, method="average").mean(axis=0)
 
 
 def friedman(matrix: np.ndarray) -> dict[str, Any]:

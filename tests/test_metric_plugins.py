@@ -233,6 +233,12 @@ def test_example_metric_is_listed_recorded_every_round_and_ranks_ascending(brier
     ranked = _aubc_column(shown.stdout, ("random", "margin", "entropy"))
     assert len(ranked) == 3 and [a for _, a in ranked] == sorted(a for _, a in ranked)
     assert "lower is better" in shown.stdout
+    rep = cli("report", "--db", db, "--metric", "example_brier", "--format", "json", env_extra=env)
+    assert rep.returncode == 0, rep.stderr
+    report = json.loads(rep.stdout)
+    assert report["metric"] == "example_brier" and report["higher_is_better"] is False
+    by_rank = sorted(report["cells"][0]["rows"], key=lambda r: r["mean_rank"])
+    assert [r["strategy"] for r in by_rank] == [s for s, _ in ranked]
     # Without the plugin the values are still in the database: shown, higher-is-better by default.
     plain = cli("show", "--db", db, "--metric", "example_brier")
     assert plain.returncode == 0, plain.stderr
@@ -304,3 +310,38 @@ def test_benchmark_naming_an_unregistered_metric_is_unavailable():
     fine = Benchmark(name="fine", dataset=bench.dataset, model=bench.model, seeds=(0,), budget=bench.budget,
                      metrics=("accuracy", "log_likelihood", "modality_accuracy.m0"))
     assert fine.available() == (True, "")
+
+
+def test_report_compares_by_a_metric_in_its_direction(tmp_path, capsys):
+    import json
+
+    # 'good' has the lower imbalance; 'bad' the higher accuracy. By imbalance (lower is better)
+    # good must rank first and be 'better' than the baseline 'bad'.
+    def extra(label, r):
+        return {"imbalance": (0.1 if label == "good" else 0.8) + 0.01 * r}
+
+    with Store(tmp_path / "r.db") as store:
+        eid = store.experiment("exp", "h", {"seeds": [0, 1, 2]}, {})
+        for label, accs in (("bad", [0.6, 0.7, 0.8]), ("good", [0.5, 0.55, 0.6])):
+            for seed in (0, 1, 2):
+                add_run(store, eid, dataset="d", params={}, strategy=label, label=label, seed=seed,
+                        n_labeled=[10, 20, 30], accuracy=[a + 0.01 * seed for a in accs],
+                        extra=[{**extra(label, r), "imbalance": extra(label, r)["imbalance"] + 0.003 * seed}
+                               for r in range(3)])
+    db = str(tmp_path / "r.db")
+    code, out, err = cli_in_process(capsys, "report", "--db", db, "--baseline", "bad", "--format", "json",
+                                    "--metric", "imbalance")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["metric"] == "imbalance" and report["higher_is_better"] is False
+    rows = {r["strategy"]: r for r in report["cells"][0]["rows"]}
+    assert rows["good"]["mean_rank"] == 1.0 and rows["good"]["difference"]["verdict"] == "better"
+    assert rows["good"]["aubc"]["mean"] < rows["bad"]["aubc"]["mean"]
+    code, out, err = cli_in_process(capsys, "report", "--db", db, "--baseline", "bad", "--format", "json")
+    by_acc = {r["strategy"]: r for r in json.loads(out)["cells"][0]["rows"]}
+    assert by_acc["bad"]["mean_rank"] == 1.0 and by_acc["good"]["difference"]["verdict"] == "worse"
+    code, out, err = cli_in_process(capsys, "report", "--db", db, "--format", "md", "--baseline", "bad",
+                                    "--metric", "imbalance")
+    assert code == 0 and "AUBC of imbalance, lower is better" in out
+    one_line_error(cli_in_process(capsys, "report", "--db", db, "--metric", "imbalanse", raw=True),
+                   "--metric", "did you mean 'imbalance'")

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         baseline: str = typer.Option("random", "--baseline", help="Strategy label every strategy is compared with."),
         alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the tests, in (0, 1)."),
         fmt_: str = typer.Option("html", "--format", "-f", help="html, md or json."),
+        metric: str = typer.Option("accuracy", "--metric", "-m", help="Compare strategies by the AUBC of this registered metric (mmal list metrics), in its direction."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output; "
                                               "Markdown writes its plots to NAME_files/ beside it)."),
     ) -> None:
@@ -67,14 +68,17 @@ def register(app: typer.Typer) -> None:
         missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
         if missing:
             raise MmalError(f"mmal report needs {', '.join(missing)}: pip install 'mmal[report]'")
+        from ..metrics import check_metric_path
         from ..report import build_report
+
+        check_metric_path(metric, "--metric")
         from ..report.render import layout, to_html, to_json, to_markdown
         from ..store import Store
         from .results import write_atomically
 
         with Store(default_db(db), readonly=True) as store:
             eid = store.resolve_experiment(experiment)
-            data = build_report(store, eid, baseline=baseline, alpha=alpha)
+            data = build_report(store, eid, baseline=baseline, alpha=alpha, metric=metric)
         title = f"mmal report: {data['experiment']['name']}"
         files: list[tuple[Path, bytes]] = []
         if fmt_ == "json":

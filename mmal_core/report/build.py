@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import stats
 from ..errors import MmalError, did_you_mean
-from ..metrics import aubc
+from ..metrics import aubc, metric_series, records_metric
 
 
 @dataclass
@@ -33,6 +33,10 @@ class Run:
     @property
     def accuracy(self) -> np.ndarray:
         return np.array([float(m.get("accuracy", float("nan"))) for m in self.metrics], dtype=np.float64)
+
+    def values(self, path: str) -> np.ndarray:
+        """(n_rounds,) values of the metric ``path`` per round (``accuracy`` as :attr:`accuracy`)."""
+        return self.accuracy if path == "accuracy" else metric_series(self.metrics, path)
 
 
 @dataclass
@@ -51,10 +55,12 @@ class Cell:
             return self.dataset
         return f"{self.dataset} (" + ", ".join(f"{k}={_value_text(v)}" for k, v in sorted(self.params.items())) + ")"
 
-    def finished(self) -> dict[str, dict[int, Run]]:
+    def finished(self, metric: str = "accuracy") -> dict[str, dict[int, Run]]:
+        """Finished runs by strategy and seed; for a metric other than accuracy, only the runs
+        that record it in every round (older runs may not)."""
         out: dict[str, dict[int, Run]] = defaultdict(dict)
         for r in self.runs:
-            if r.status == "finished" and r.metrics:
+            if r.status == "finished" and r.metrics and (metric == "accuracy" or records_metric(r.metrics, metric)):
                 out[r.strategy][r.seed] = r
         return out
 
@@ -260,8 +266,8 @@ def _utilization(boot: _Bootstrap, finished: dict[str, dict[int, Run]], strategi
 
 
 def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, alpha: float, expected_seeds: list[int],
-                 pool_info: bool) -> dict[str, Any]:
-    finished = cell.finished()
+                 pool_info: bool, metric: str = "accuracy", higher: bool = True) -> dict[str, Any]:
+    finished = cell.finished(metric)
     strategies = [s for s in order if s in {r.strategy for r in cell.runs}]
     missing = []
     for s in strategies:
@@ -276,7 +282,7 @@ def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, 
     rows = []
     for s in strategies:
         seeds = finished.get(s, {})
-        areas = {seed: aubc(r.n_labeled, r.accuracy) for seed, r in seeds.items()}
+        areas = {seed: aubc(r.n_labeled, r.values(metric)) for seed, r in seeds.items()}
         finals = {seed: float(r.accuracy[-1]) for seed, r in seeds.items()}
         rows.append({"strategy": s, "seeds": sorted(seeds),
                      "aubc": boot.interval(areas.values()), "final_accuracy": boot.interval(finals.values()),
@@ -303,17 +309,17 @@ def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, 
     for row, comp, p in zip(rows, comparisons, adjusted):
         if comp is not None:
             comp["p_holm"] = p
-            comp["verdict"] = stats.verdict(comp, p, alpha)
+            comp["verdict"] = stats.verdict(comp, p, alpha, higher)
         row["difference"] = comp
     curves = {}
     for s in strategies:
-        band = _curve_bands(boot, finished.get(s, {}), lambda r: r.accuracy)
+        band = _curve_bands(boot, finished.get(s, {}), lambda r: r.values(metric))
         if band is not None:
             curves[s] = band
     ranks_by_seed: dict[str, list[float]] = defaultdict(list)
     for seed in sorted({k for r in rows for k in r["_aubc"]}):
         values = {r["strategy"]: r["_aubc"][seed] for r in rows if seed in r["_aubc"]}
-        for s, rank in stats.ranks_desc(values).items():
+        for s, rank in stats.ranks_desc(values, higher).items():
             ranks_by_seed[s].append(rank)
     for row in rows:
         row["mean_rank"] = float(np.mean(ranks_by_seed[row["strategy"]])) if ranks_by_seed[row["strategy"]] else None
@@ -323,12 +329,12 @@ def _cell_report(boot: _Bootstrap, cell: Cell, order: list[str], baseline: str, 
         "rows": rows, "curves": curves,
         "queries": _queries(cell, finished, strategies, pool_info),
         "utilization": _utilization(boot, finished, strategies),
-        "_accuracy": {s: {seed: r.accuracy for seed, r in finished.get(s, {}).items()} for s in strategies},
+        "_accuracy": {s: {seed: r.values(metric) for seed, r in finished.get(s, {}).items()} for s in strategies},
     }
 
 
 # -- across cells -------------------------------------------------------------------------------------
-def _ranks_across(cells: list[dict[str, Any]], strategies: list[str], alpha: float) -> dict[str, Any]:
+def _ranks_across(cells: list[dict[str, Any]], strategies: list[str], alpha: float, higher: bool = True) -> dict[str, Any]:
     """Mean AUBC per (cell, strategy); ranks, Friedman and Nemenyi over the complete cells."""
     used = [c for c in cells if all(s in {r["strategy"] for r in c["rows"] if r["seeds"]} for s in strategies)]
     matrix = np.array([[next(r["aubc"]["mean"] for r in c["rows"] if r["strategy"] == s) for s in strategies]
@@ -336,7 +342,7 @@ def _ranks_across(cells: list[dict[str, Any]], strategies: list[str], alpha: flo
     out: dict[str, Any] = {"strategies": strategies, "cells": [c["label"] for c in used],
                            "left_out": [c["label"] for c in cells if c not in used],
                            "matrix": matrix.tolist()}
-    out["mean_ranks"] = dict(zip(strategies, stats.mean_ranks(matrix).tolist())) if len(used) else {}
+    out["mean_ranks"] = dict(zip(strategies, stats.mean_ranks(matrix, higher).tolist())) if len(used) else {}
     out["friedman"] = stats.friedman(matrix)
     if out["friedman"]["p"] is not None:
         out["critical_difference"] = stats.nemenyi_critical_difference(len(strategies), len(used), alpha)
@@ -347,7 +353,7 @@ def _ranks_across(cells: list[dict[str, Any]], strategies: list[str], alpha: flo
     return out
 
 
-def _penalty(cells: list[dict[str, Any]], strategies: list[str], alpha: float) -> dict[str, Any]:
+def _penalty(cells: list[dict[str, Any]], strategies: list[str], alpha: float, higher: bool = True) -> dict[str, Any]:
     index = {s: i for i, s in enumerate(strategies)}
     matrix = np.zeros((len(strategies), len(strategies)))
     counted = 0
@@ -356,12 +362,13 @@ def _penalty(cells: list[dict[str, Any]], strategies: list[str], alpha: float) -
         if len(acc) < 2:
             continue
         counted += 1
-        for (i, j), share in stats.penalty_counts(acc, alpha).items():
+        for (i, j), share in stats.penalty_counts(acc, alpha, higher).items():
             matrix[index[i], index[j]] += share
     return {"strategies": strategies, "matrix": matrix.round(6).tolist(), "n_cells": counted, "alpha": alpha}
 
 
-def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool | None], baseline: str, alpha: float) -> dict[str, Any]:
+def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool | None], baseline: str, alpha: float,
+            higher: bool = True) -> dict[str, Any]:
     """Multimodal minus unimodal strategies (the baseline left out): per cell the difference of
     the group means of AUBC, paired by seed; across cells a Wilcoxon test over the cells."""
     multi = sorted(s for s, k in kinds.items() if k is True and s != baseline)
@@ -379,7 +386,7 @@ def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool | None], baseline
     for p, adj in zip(per_cell, adjusted):
         if p["difference"] is not None:
             p["difference"]["p_holm"] = adj
-            p["difference"]["verdict"] = stats.verdict(p["difference"], adj, alpha)
+            p["difference"]["verdict"] = stats.verdict(p["difference"], adj, alpha, higher)
     means = [p["difference"]["mean"] for p in per_cell if p["difference"] and p["difference"]["n"] > 0]
     overall: dict[str, Any] = {"n_cells": len(means), "mean": float(np.mean(means)) if means else None, "p": None,
                                "test": "Wilcoxon signed-rank over cells"}
@@ -390,7 +397,7 @@ def _groups(cells: list[dict[str, Any]], kinds: dict[str, bool | None], baseline
             warnings.simplefilter("ignore")
             overall["p"] = float(wilcoxon(means).pvalue)
         overall["low"], overall["high"] = stats.bootstrap_interval(np.array(means), confidence=1 - alpha)
-        overall["verdict"] = stats.verdict({"mean": overall["mean"]}, overall["p"], alpha)
+        overall["verdict"] = stats.verdict({"mean": overall["mean"]}, overall["p"], alpha, higher)
     else:
         overall["test"] = "no test: fewer than two cells with both groups"
     return {"multimodal": multi, "unimodal": uni, "cells": per_cell, "overall": overall}
@@ -535,7 +542,7 @@ def _findings(report: dict[str, Any]) -> list[str]:
     g = report["across"]["groups"]
     o = g["overall"]
     if o.get("p") is not None:
-        word = {"better": "higher", "worse": "lower"}.get(o["verdict"])
+        word = ("higher" if o["mean"] > 0 else "lower") if o["verdict"] in ("better", "worse") else None
         if word:
             out.append(f"Multimodal strategies have a {word} AUBC than unimodal ones across {o['n_cells']} cells "
                        f"(mean difference of group means {o['mean']:+.3f}, Wilcoxon p = {o['p']:.3g}).")
@@ -549,12 +556,18 @@ def _findings(report: dict[str, Any]) -> list[str]:
 
 # -- the report ---------------------------------------------------------------------------------------
 def build_report(store, experiment_id: int, baseline: str = "random", alpha: float = stats.ALPHA,
-                 pool_info: bool = True) -> dict[str, Any]:
+                 pool_info: bool = True, metric: str = "accuracy", higher_is_better: bool | None = None) -> dict[str, Any]:
     """Every number of the report of experiment ``experiment_id`` (a JSON-able dict).
 
+    metric: the metric path whose AUBC the report compares (curves, tests, ranks, penalty); its
+    direction ``higher_is_better`` defaults to the registered metric's. Runs that do not record
+    it in every round are left out as unfinished. ``final_accuracy`` is always test accuracy.
     Raises :class:`MmalError` when the experiment has no runs or ``baseline`` is not one of
     its strategy labels.
     """
+    from ..metrics import higher_is_better as direction
+
+    higher = direction(metric) if higher_is_better is None else bool(higher_is_better)
     exp = store.experiment_row(experiment_id)
     cells, names = load_cells(store, experiment_id)
     if not cells:
@@ -568,17 +581,21 @@ def build_report(store, experiment_id: int, baseline: str = "random", alpha: flo
     expected = sorted(configured) if isinstance(configured, list) and configured else all_seeds
     kinds = {s: is_multimodal(names[s]) for s in order}
     boot = _Bootstrap()
-    cell_reports = [_cell_report(boot, c, order, baseline, alpha, expected, pool_info) for c in cells]
+    cell_reports = [_cell_report(boot, c, order, baseline, alpha, expected, pool_info, metric, higher) for c in cells]
     boot.resolve()
     report: dict[str, Any] = {
         "experiment": {"id": exp["id"], "name": exp["name"], "config_hash": exp["config_hash"]},
         "baseline": baseline, "alpha": alpha, "confidence": stats.CONFIDENCE,
+        "metric": metric, "higher_is_better": higher,
         "strategies": [{"label": s, "name": names[s], "multimodal": kinds[s]} for s in order],
         "seeds": expected,
         "runs": {status: sum(1 for c in cells for r in c.runs if r.status == status)
                  for status in ("finished", "running", "pending", "failed")},
         "methods": {
-            "aubc": "normalised area under the test-accuracy budget curve (trapezoid area / labeled range)",
+            "aubc": ("normalised area under the test-accuracy budget curve (trapezoid area / labeled range)"
+                     if metric == "accuracy" else
+                     f"normalised area under the budget curve of {metric} (trapezoid area / labeled range); "
+                     f"{'higher' if higher else 'lower'} is better"),
             "intervals": f"{stats.CONFIDENCE:.0%} percentile bootstrap of the mean over seeds "
                          f"(scipy.stats.bootstrap, {stats.N_RESAMPLES} resamples)",
             "paired_test": "two-sided paired t-test over the seeds both strategies finished (scipy.stats.ttest_rel) "
@@ -598,9 +615,9 @@ def build_report(store, experiment_id: int, baseline: str = "random", alpha: flo
     report["cells"] = cell_reports
     report["across"] = {
         "ranks": _ranks_across(cell_reports, [s for s in order if any(s in c["strategies"] for c in cell_reports)],
-                               alpha),
-        "penalty": _penalty(cell_reports, strategies_all, alpha),
-        "groups": _groups(cell_reports, kinds, baseline, alpha),
+                               alpha, higher),
+        "penalty": _penalty(cell_reports, strategies_all, alpha, higher),
+        "groups": _groups(cell_reports, kinds, baseline, alpha, higher),
         "utilization": _utilization_across(boot, cell_reports, strategies_all),
         "severity": _severity(cell_reports, strategies_all, baseline),
     }

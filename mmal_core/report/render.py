@@ -213,13 +213,17 @@ def _cell_blocks(i: int, c: dict[str, Any], report: dict[str, Any], plots: bool)
         rows.append([r["strategy"], str(len(r["seeds"])), _ci(r["aubc"]), _ci(r["final_accuracy"]), _f(r["mean_rank"], 2),
                      _diff(d), _p(d["p"]) if d else "-", _p(d.get("p_holm")) if d else "-",
                      _p(d["wilcoxon_p"]) if d else "-", (d.get("verdict") or d["test"]) if d else "baseline" if r["strategy"] == base else "-"])
-    out.append(("table", f"AUBC and final accuracy (mean [{report['confidence']:.0%} bootstrap CI]); "
+    metric = report.get("metric", "accuracy")
+    of = "" if metric == "accuracy" else (
+        f" (AUBC of {metric}, {'higher' if report.get('higher_is_better', True) else 'lower'} is better)")
+    out.append(("table", f"AUBC and final accuracy (mean [{report['confidence']:.0%} bootstrap CI]){of}; "
                          f"difference of AUBC to {base} paired by seed [{1 - report['alpha']:.0%} t interval]",
                 ["strategy", "seeds", "AUBC", "final accuracy", "mean rank", f"AUBC - {base}", "p (t)",
                  "p (Holm)", "p (Wilcoxon)", "verdict"], rows))
     if plots and c["curves"]:
         out.append(("plot", Plot(f"cell{i + 1}-curves", f"learning curves of {c['label']}",
-                                 _bands_plot(c["label"], "test accuracy", c["curves"]))))
+                                 _bands_plot(c["label"], "test accuracy" if metric == "accuracy" else metric,
+                                             c["curves"]))))
     q = c["queries"]
     pool = q["pool"]
     heads = ["strategy", "picks"] + [f"missing {m}" for m in q["modalities"]] + ["difficulty", "class shares", "balance"]
