@@ -345,3 +345,30 @@ def test_report_compares_by_a_metric_in_its_direction(tmp_path, capsys):
     assert code == 0 and "AUBC of imbalance, lower is better" in out
     one_line_error(cli_in_process(capsys, "report", "--db", db, "--metric", "imbalanse", raw=True),
                    "--metric", "did you mean 'imbalance'")
+
+
+def test_server_leaderboard_ranks_by_a_metric_the_server_replayed(tiny, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import copy
+
+    from mmal_core.server.testing import api_client
+
+    def replayed(doc, imbalance):
+        return [{"seed": run["seed"], "n_labeled": [r["n_labeled"] for r in run["rounds"]],
+                 "metrics": [{"accuracy": r["metrics"]["accuracy"], "imbalance": imbalance} for r in run["rounds"]]}
+                for run in doc["runs"]]
+
+    with api_client(f"sqlite:///{tmp_path / 'server.db'}", ("alice",), rate_limit=0) as client:
+        token = {t["name"]: t for t in client.store.list_tokens()}["alice"]
+        for label, imbalance in (("low", 0.1), ("high", 0.7)):
+            doc = copy.deepcopy(tiny["docs"]["margin"])
+            doc["strategy"]["label"] = label
+            doc["strategy"]["params"] = {"variant": label}
+            sid, _ = client.store.add_submission(token, doc, 1)
+            client.store.finish(sid, "verified", "", replayed(doc, imbalance), "reproduced: (not replayed in this test)")
+        board = client.get("/api/leaderboards/tiny-missing", params={"metric": "imbalance"}).json()
+        assert board["metric"] == "imbalance" and board["higher_is_better"] is False
+        assert [r["strategy"] for r in board["rows"]] == ["low", "high"]
+        bad = client.get("/api/leaderboards/tiny-missing", params={"metric": "imbalanse"})
+        assert bad.status_code == 400 and "did you mean 'imbalance'" in bad.json()["error"]

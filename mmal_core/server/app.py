@@ -128,11 +128,12 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
                                                            "X-Content-Type-Options": "nosniff"})
 
 
-def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | None = None) -> dict[str, Any]:
+def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | None = None,
+                                 metric: str = "accuracy") -> dict[str, Any]:
     """The leaderboard of verified submissions (newest per benchmark, strategy and submitter).
 
-    Ranks the metrics the server replayed, and only for benchmarks whose hash is the one
-    registered now.
+    Ranks the metrics the server replayed (by the AUBC of ``metric``, in its direction), and
+    only for benchmarks whose hash is the one registered now.
     """
     benches = all_benchmarks()
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -161,7 +162,7 @@ def leaderboard_from_submissions(rows: list[dict[str, Any]], benchmark: str | No
         for seed in json.loads(row["replayed"] or "[]"):
             curves.append(Curve(bname, shown, int(seed["seed"]), list(seed["n_labeled"]), seed["metrics"],
                                 {"submission": row["id"], "submitter": submitter}))
-    return build_leaderboard(curves, benches)
+    return build_leaderboard(curves, benches, metric=metric)
 
 
 def plugin_check(doc: dict[str, Any]) -> str:
@@ -333,13 +334,20 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         return out
 
     @app.get("/api/leaderboards/{benchmark}")
-    def leaderboard(benchmark: str):
+    def leaderboard(benchmark: str, metric: str = "accuracy"):
+        from ..metrics import check_metric_path
+
         benches = all_benchmarks()
         if benchmark not in benches:
             return _error(404, "unknown benchmark; see /api/benchmarks")
-        lb = leaderboard_from_submissions(store.submissions(with_replayed=True), benchmark)
+        try:
+            check_metric_path(metric, "metric")
+        except MmalError as err:
+            return _error(400, str(err))
+        lb = leaderboard_from_submissions(store.submissions(with_replayed=True), benchmark, metric)
         tables = lb["benchmarks"]
         return {"benchmark": benchmark, "hash": benches[benchmark].hash,
+                "metric": metric, "higher_is_better": lb["higher_is_better"],
                 "rows": tables[0]["rows"] if tables else [], "curves": tables[0]["curves"] if tables else {}}
 
     @app.get("/", response_class=HTMLResponse)
