@@ -31,10 +31,20 @@ def cli():
 
 
 def _pip_target(src: Path, target: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
-        check=True, capture_output=True,
-    )
+    # Built from a copy: an in-place build leaves NAME.egg-info in the source folder, and that
+    # folder is on pytest's pythonpath, so its entry points (a metric plugin!) would load in
+    # every in-process run of the session while subprocesses do not see them.
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / src.name
+        shutil.copytree(src, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+             str(copy)],
+            check=True, capture_output=True,
+        )
     return target
 
 
