@@ -20,8 +20,9 @@ class BrierScore(Metric):
     def compute(self, ctx: MetricContext) -> float:
         from sklearn.metrics import brier_score_loss
 
-        # scikit-learn's multiclass form is the mean over samples of the summed squared error.
-        return float(brier_score_loss(ctx.labels, ctx.probs, labels=list(range(ctx.n_classes))))
+        # The mean over samples of the summed squared error, [0, 2] for any number of classes
+        # (scale_by_half=False: scikit-learn would halve it for two classes).
+        return float(brier_score_loss(ctx.labels, ctx.probs, labels=list(range(ctx.n_classes)), scale_by_half=False))
 
 
 @hookimpl
