@@ -499,7 +499,7 @@ def fitted_tiny_model() -> tuple[Any, MultimodalDataset, np.ndarray]:
 
         data = tiny_dataset()
         labeled = np.arange(0, len(data.train), 2)
-        model = FusionMLP(hidden=16, epochs=20)
+        model = FusionMLP(hidden=16, epochs=5, min_steps=10, device="cpu")
         model.setup(data.modalities, data.n_classes)
         model.fit(data.train, labeled, seed=0)
         _FITTED.update(model=model, data=data, labeled=labeled)
