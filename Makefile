@@ -9,7 +9,7 @@ PLUGINS = \
 	plugins/mmal-encoders \
 	plugins/mmal-datasets
 
-.PHONY: setup sysdeps demo test bench clean
+.PHONY: setup sysdeps demo test floors bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: setup
 
 test: sysdeps setup
 	$(BIN)/python -m pytest
+
+# Every declared version floor, pinned in a fresh venv (build/floors-venv), and the tests that use them.
+floors:
+	bash .ci/floors.sh
 
 bench: setup
 	$(BIN)/python benchmarks/loop/run.py
