@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -19,16 +18,9 @@ NEEDS = ("scipy", "statsmodels", "scikit_posthocs", "pandas", "matplotlib")
 
 def check_output(path: Path) -> None:
     """Fail with one line, before any work, unless a file can be written at ``path``."""
-    if path.is_dir():
-        raise MmalError(f"--output {path}: is a directory, expected a file path")
-    if os.path.lexists(path) and not path.is_file():
-        raise MmalError(f"--output {path}: not a regular file")
-    if not path.parent.is_dir():
-        raise MmalError(f"--output {path}: the folder {path.parent} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise MmalError(f"--output {path}: cannot write in the folder {path.parent} ({err.strerror or err})") from None
+    from .results import temporary_beside
+
+    fd, probe = temporary_beside(path, not_regular="")
     os.close(fd)
     os.unlink(probe)
     if path.exists() and not os.access(path, os.W_OK):

@@ -67,20 +67,29 @@ def curve_table(experiment: str, experiment_id: int, metric: str, curves) -> Tab
     return table
 
 
-def write_atomically(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` through a temporary file + rename: never half-written."""
-    path = Path(path)
+def temporary_beside(path: Path, not_regular: str = "; leave out --output to print to standard output") -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, ``(fd, name)``, once ``path`` is known to be a
+    place a regular file can be renamed to; otherwise a one-line error naming ``--output``.
+
+    not_regular: what the error adds when ``path`` exists but is not a regular file.
+    """
     if path.is_dir():
         raise MmalError(f"--output {path}: is a directory, expected a file path")
     if os.path.lexists(path) and not path.is_file():
         # A device, FIFO or dangling link would be replaced by the rename: refuse instead.
-        raise MmalError(f"--output {path}: not a regular file; leave out --output to print to standard output")
+        raise MmalError(f"--output {path}: not a regular file{not_regular}")
     if not path.parent.is_dir():
         raise MmalError(f"--output {path}: the folder {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        return tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as err:
         raise MmalError(f"--output {path}: cannot write in the folder {path.parent} ({err.strerror or err})") from None
+
+
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file + rename: never half-written."""
+    path = Path(path)
+    fd, tmp = temporary_beside(path)
     try:
         binary = isinstance(text, bytes)  # PNG files beside a Markdown report
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
