@@ -178,7 +178,7 @@ def _label_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -
 # --- validation ----------------------------------------------------------------------------
 def load_checked(name: str, params: dict[str, Any], seed: int):
     """Load ``name`` for ``seed`` and refuse datasets diagnose cannot measure (one line)."""
-    from . import load_dataset
+    from .plugins import load_dataset
 
     ds = load_dataset(name, seed=seed, **params)
     names = ds.modality_names
@@ -552,7 +552,7 @@ def diagnose(
     """
     import importlib.util
 
-    from .leaderboard import require
+    from .leaderboard.ranking import require
 
     require("scipy", what="mmal diagnose")
     if importlib.util.find_spec("sklearn") is None:

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, load_dataset
+from .plugins import load_dataset
+from .version import __version__
 from .config import BudgetSpec, ExperimentConfig, MetricsSpec, ModelSpec, PluginSpec, content_hash
 from .data import MultimodalDataset
 from .errors import MmalError
@@ -596,7 +597,7 @@ def execute_group(
 def _retry_alone(spec: RunSpec, err: BaseException, store: Store, experiment_id: int, callbacks: Callbacks,
                  retries: int) -> RunOutcome:
     """A run of a group that raised: retried on its own while it may help, else marked failed."""
-    from .executors import _error_of, _failed_outcome, _notify_failure, NotRetried
+    from .runtime.executors import _error_of, _failed_outcome, _notify_failure, NotRetried
 
     attempt, error = 1, _error_of(err)
     while not isinstance(error, NotRetried) and attempt <= retries:

@@ -12,7 +12,6 @@ summarised by the normalised area under the budget curve (:func:`aubc`).
 
 from __future__ import annotations
 
-import math
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -269,37 +268,6 @@ def records_metric(rounds: Iterable[dict[str, Any]], path: str) -> bool:
     return all(isinstance(get_metric(m, path), (int, float)) for m in rounds)
 
 
-def registered_metrics() -> dict[str, Any]:
-    """Registered metrics by name (plugin entries of kind ``metric``)."""
-    from .plugins import get_plugin_manager
-
-    return get_plugin_manager().entries("metric")
-
-
-def higher_is_better(path: str) -> bool:
-    """The direction of a metric path (``modality_accuracy.m0`` -> that of ``modality_accuracy``).
-
-    Paths of no registered metric (timings, query facts) count as higher is better, except
-    ``timings.*`` (lower is better).
-    """
-    if path.startswith("timings."):
-        return False
-    entry = registered_metrics().get(path.split(".")[0])
-    return True if entry is None else bool(entry.obj.higher_is_better)
-
-
-def check_metric_path(path: str, where: str) -> None:
-    """Raise :class:`MmalError` unless ``path`` starts with a registered metric's name."""
-    from .errors import did_you_mean
-
-    entries = registered_metrics()
-    head = path.split(".")[0]
-    if head not in entries:
-        known = ", ".join(sorted(entries)) or "none"
-        raise MmalError(f"{where}: '{path}' is not a registered metric{did_you_mean(head, entries)}; registered: {known}")
-
-
-# -- the built-in metrics -----------------------------------------------------------------------
 class Accuracy(Metric):
     """Fraction of test samples whose most probable class is the true one."""
 

@@ -21,7 +21,10 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .data import MultimodalDataset
 from .errors import MmalError, UnknownNameError, did_you_mean
+from .params import construct
+from .version import __version__
 
 ENTRY_POINT_GROUP = "mmal"
 
@@ -125,7 +128,7 @@ class PluginManager:
                 self.plugins[ep.name] = PluginInfo(ep.name, dist, version, ep.value, error=str(err))
         if not any(info.module == "mmal_core.builtin" for info in self.plugins.values()):
             # Running from a source tree without the package's metadata: still offer builtins.
-            from . import builtin, __version__
+            from . import builtin
 
             self.register(builtin, name="mmal-builtin", dist="mmal", version=__version__)
 
@@ -210,3 +213,73 @@ def reset_plugin_manager(manager: PluginManager | None = None) -> PluginManager 
     global _manager
     previous, _manager = _manager, manager
     return previous
+
+
+def load_dataset(name: str, seed: int = 0, **params) -> MultimodalDataset:
+    """Build the registered dataset ``name`` for ``seed`` and validate it.
+
+    Returns a :class:`MultimodalDataset` whose ``train`` (the pool) and ``test`` splits
+    expose ``features`` (dict modality -> (n, d_m) float32), ``mask`` (n, M) bool and
+    ``labels`` (n,) int64. Unknown names and bad parameters raise :class:`MmalError`.
+    """
+    cls = get_plugin_manager().get("dataset", name)
+    builder = construct(cls, params, f"dataset '{name}'")
+    try:
+        dataset = builder.load(int(seed))
+    except MmalError as err:
+        raise MmalError(f"dataset '{name}': {err}") from None
+    except MemoryError as err:  # sizes that cannot fit (n_train: 1e15): a bad parameter, not a bug
+        raise MmalError(f"dataset '{name}': the parameters ask for more memory than there is ({err})") from None
+    if not isinstance(dataset, MultimodalDataset):
+        raise MmalError(f"dataset '{name}': load() returned {type(dataset).__name__}, expected MultimodalDataset")
+    return dataset.validate()
+
+
+# -- metric lookups by name (ranking takes a metric's direction from its registered class) ---------
+def registered_metrics() -> dict[str, Any]:
+    """Registered metrics by name (plugin entries of kind ``metric``)."""
+    return get_plugin_manager().entries("metric")
+
+
+def higher_is_better(path: str) -> bool:
+    """The direction of a metric path (``modality_accuracy.m0`` -> that of ``modality_accuracy``).
+
+    Paths of no registered metric (timings, query facts) count as higher is better, except
+    ``timings.*`` (lower is better).
+    """
+    if path.startswith("timings."):
+        return False
+    entry = registered_metrics().get(path.split(".")[0])
+    return True if entry is None else bool(entry.obj.higher_is_better)
+
+
+def check_metric_path(path: str, where: str) -> None:
+    """Raise :class:`MmalError` unless ``path`` starts with a registered metric's name."""
+    entries = registered_metrics()
+    head = path.split(".")[0]
+    if head not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise MmalError(f"{where}: '{path}' is not a registered metric{did_you_mean(head, entries)}; registered: {known}")
+
+
+# -- the built-in metrics -----------------------------------------------------------------------
+
+
+def benchmark_availability(bench: Any) -> tuple[bool, str]:
+    """(True, "") when the benchmark's dataset and model plugins and the plugins of the metrics it
+    compares are installed, else (False, why)."""
+    pm = get_plugin_manager()
+    try:
+        datasets = pm.entries("dataset")
+        models = pm.entries("model")
+        metrics = pm.entries("metric")
+    except MmalError as err:
+        return False, str(err)
+    if bench.dataset.name not in datasets:
+        return False, f"dataset '{bench.dataset.name}' is not installed"
+    if bench.model.name not in models:
+        return False, f"model '{bench.model.name}' is not installed"
+    for path in bench.metrics:
+        if path.split(".")[0] not in metrics:
+            return False, f"metric '{path}' is not a registered metric{did_you_mean(path.split('.')[0], metrics)}"
+    return True, ""

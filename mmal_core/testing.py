@@ -102,7 +102,7 @@ def yield_checks(plugin: Any, params: dict[str, Any] | None = None, **options: A
     options go to the kind's checks: ``every_class`` and ``seed`` for datasets, ``items`` (raw
     items of the encoder's kind) for encoders, ``view`` for strategies.
     """
-    from .benchmarks import Benchmark
+    from .benchmark import Benchmark
     from .cache import Encoder
     from .metrics import Metric
     from .model import Model
@@ -690,7 +690,7 @@ def _benchmark_checks(bench: Any) -> Iterator[Check]:
     """
     from dataclasses import replace
 
-    from .benchmarks import Benchmark
+    from .benchmark import Benchmark
 
     def contract():
         assert isinstance(bench, Benchmark), f"{bench!r} must be a mmal_core.benchmarks.Benchmark"
@@ -705,9 +705,9 @@ def _benchmark_checks(bench: Any) -> Iterator[Check]:
         contract()
         from .loop import build_model
         from .params import construct
-        from .plugins import get_plugin_manager
+        from .plugins import benchmark_availability, get_plugin_manager
 
-        available, why = bench.available()
+        available, why = benchmark_availability(bench)
         if not available:
             warnings.warn(f"{bench.name}: not checked against its plugins: {why}", UserWarning, stacklevel=2)
             return
@@ -724,7 +724,7 @@ def _benchmark_checks(bench: Any) -> Iterator[Check]:
 
     def metrics_registered():
         contract()
-        from .metrics import check_metric_path
+        from .plugins import check_metric_path
 
         for path in bench.metrics:
             try:

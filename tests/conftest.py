@@ -71,7 +71,7 @@ def tiny(tmp_path_factory):
     """The tiny leaderboard benchmark run for margin and random (built once per session,
     cached on disk), its plugin registered in this process for the module's tests."""
     from mmal_core.plugins import PluginManager, reset_plugin_manager
-    from mmal_core.server.testing import tiny_results
+    from serverkit import tiny_results
 
     results = tiny_results(tmp_path_factory.getbasetemp() / "mmal-tiny-results")
     sys.path.insert(0, str(results["site"]))
@@ -87,7 +87,7 @@ def postgres():
     """A throwaway PostgreSQL cluster for the session (Unix socket only; skipped, saying why,
     where PostgreSQL or its driver is not installed)."""
     pytest.importorskip("psycopg", reason="the psycopg driver is not installed (pip install -e '.[test]')")
-    from mmal_core.server.testing import PostgresCluster, postgres_bindir
+    from serverkit import PostgresCluster, postgres_bindir
 
     bindir = postgres_bindir()
     if bindir is None:

@@ -9,10 +9,12 @@ import pytest
 
 from _support import cli_in_process, run_cli
 from mmal_core import MmalError
-from mmal_core.benchmarks import Benchmark, all_benchmarks, benchmark_by_hash, canonical_suite, get_benchmark
+from mmal_core.benchmark import Benchmark
+from mmal_core.leaderboard.benchmarks import all_benchmarks, benchmark_by_hash, get_benchmark
+from mmal_core.builtin.benchmarks import canonical_suite
 from mmal_core.config import BudgetSpec, PluginSpec
-from mmal_core.plugins import PluginManager, reset_plugin_manager
-from mmal_core.server.testing import TINY_BENCHMARK, write_benchmark_plugin
+from mmal_core.plugins import PluginManager, benchmark_availability, reset_plugin_manager
+from serverkit import TINY_BENCHMARK, write_benchmark_plugin
 
 SYNTHETIC = {"synthetic-missing", "synthetic-difficulty", "synthetic-redundant", "synthetic-unique",
              "synthetic-synergy", "synthetic-mixture"}
@@ -93,7 +95,7 @@ def test_bench_list_marks_benchmarks_whose_dataset_is_missing():
     assert SYNTHETIC <= set(lines)
     for name in SYNTHETIC:
         assert "yes" in lines[name]
-    available = {n for n, b in all_benchmarks().items() if b.available()[0]}
+    available = {n for n, b in all_benchmarks().items() if benchmark_availability(b)[0]}
     for name in ("av-digits", "clipart"):
         assert ("yes" in lines[name]) == (name in available)
         if name not in available:
@@ -114,7 +116,7 @@ def test_bench_run_refuses_bad_input_without_writing(tmp_path, capsys):
                                   "--strategy-params", "[1]", "--db", str(db))
     assert code == 2 and "--strategy-params" in err
     assert not db.exists()
-    if not get_benchmark("clipart").available()[0]:
+    if not benchmark_availability(get_benchmark("clipart"))[0]:
         code, _, err = cli_in_process(capsys, "bench", "run", "clipart", "--strategy", "margin", "--db", str(db))
         assert code == 2 and "unavailable" in err
         assert not db.exists()

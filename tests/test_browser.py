@@ -17,9 +17,9 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
-from mmal_core.server import create_app  # noqa: E402
-from mmal_core.server.storage import ServerStore  # noqa: E402
-from mmal_core.server.testing import ServerProcess, plugin_env, tiny_results  # noqa: E402
+from mmal_core.leaderboard.server import create_app  # noqa: E402
+from mmal_core.leaderboard.server.storage import ServerStore  # noqa: E402
+from serverkit import ServerProcess, plugin_env, tiny_results  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(

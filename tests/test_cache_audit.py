@@ -141,7 +141,7 @@ def test_an_edited_or_removed_attribute_is_refused_with_a_rebuild_hint(tmp_path,
 
 def test_verify_refuses_attributes_edited_consistently_but_not_matching_the_key(tmp_path):
     """Without a request (verify, list) an edited encoder or params attribute went unnoticed."""
-    from mmal_core.cache import _attrs_checksum, _plain_attr
+    from mmal_core.cache.store import _attrs_checksum, _plain_attr
 
     path = build(tmp_path)
     with h5py.File(path, "a") as h5:

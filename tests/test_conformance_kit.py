@@ -8,7 +8,8 @@ import pytest
 
 from mmal_core import Dataset, Encoder, Metric, MmalError, ScoreStrategy
 from mmal_core.plugins import PluginManager
-from mmal_core.benchmarks import Benchmark, canonical_suite
+from mmal_core.benchmark import Benchmark
+from mmal_core.builtin.benchmarks import canonical_suite
 from mmal_core.model import FUSIONS, FusionMLP
 from mmal_core.testing import check_plugin, parametrize_with_checks, tiny_dataset, yield_checks
 

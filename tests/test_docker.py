@@ -23,7 +23,7 @@ import yaml
 from _support import ROOT, run_cli
 
 from mmal_core import MmalError
-from mmal_core.docker_tools import ContainerRun, engine_error
+from mmal_core.runtime.docker import ContainerRun, engine_error
 
 BASE_IMAGE = "mmal-test-base:bookworm"
 IMAGE = "mmal:test"
@@ -40,7 +40,7 @@ def test_engine_problems_are_one_line_errors_that_say_what_to_do(monkeypatch):
                                     "PermissionError(13, 'Permission denied'))"))
     assert "permission denied" in str(denied) and "usermod -aG docker" in str(denied)
     pytest.importorskip("docker")
-    from mmal_core.docker_tools import docker_client
+    from mmal_core.runtime.docker import docker_client
 
     with pytest.raises(MmalError, match="cannot reach a Docker engine at unix:///nonexistent/docker.sock"):
         docker_client()
@@ -118,7 +118,7 @@ def _torch_wheel() -> Path:
 @pytest.fixture(scope="module")
 def engine():
     pytest.importorskip("docker")
-    from mmal_core.docker_tools import docker_client
+    from mmal_core.runtime.docker import docker_client
 
     try:
         return docker_client()

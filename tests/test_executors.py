@@ -14,7 +14,7 @@ from _support import cli_in_process, run_cli, tiny_config
 
 from mmal_core import MmalError
 from mmal_core.config import parse_config
-from mmal_core.executors import LocalExecutor, RayExecutor, make_executor
+from mmal_core.runtime.executors import LocalExecutor, RayExecutor, make_executor
 from mmal_core.loop import run_experiment, run_specs
 
 torch.set_num_threads(1)
@@ -26,7 +26,7 @@ FAULTY_WORKERS = '''
 import os, signal, time
 from pathlib import Path
 
-from mmal_core.executors import execute_task
+from mmal_core.runtime.executors import execute_task
 from mmal_core.loop import _DatasetCache, execute_run
 from mmal_core.store import Store
 
@@ -285,7 +285,7 @@ def test_cli_rejects_bad_executor_options_before_writing(tmp_path, write_config,
 
 
 def test_cli_summary_reports_retried_and_failed_runs(tmp_path, write_config, capsys, monkeypatch, faulty):
-    import mmal_core.executors as executors
+    import mmal_core.runtime.executors as executors
     from mmal_core.cli import main
 
     monkeypatch.setattr(executors, "make_executor",

@@ -10,7 +10,7 @@ import torch
 from test_executors import FAULTY_WORKERS, Recorder, created_at, rounds_of, serial_reference
 
 from mmal_core import MmalError
-from mmal_core.executors import RayExecutor
+from mmal_core.runtime.executors import RayExecutor
 from mmal_core.loop import run_experiment
 
 ray = pytest.importorskip("ray")
@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from mmal_core.executors import start_local_ray
+    from mmal_core.runtime.executors import start_local_ray
 
     if ray.is_initialized():
         ray.shutdown()

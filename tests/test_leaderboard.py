@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from mmal_core import MmalError
-from mmal_core.leaderboard import (
+from mmal_core.leaderboard.ranking import (
     Curve, bootstrap_interval, build_leaderboard, curves_from_store, render, render_html, significantly_better,
 )
 from mmal_core.metrics import aubc
-from mmal_core.server.testing import TINY_BENCHMARK
+from serverkit import TINY_BENCHMARK
 from mmal_core.store import Store
 from _support import cli_in_process  # noqa: E402
 
@@ -110,7 +110,7 @@ def test_renderers_agree_and_html_is_self_contained_and_escaped():
 
 # -- against a real results database ---------------------------------------------------------------------------
 def test_leaderboard_of_a_results_database(tiny, capsys, tmp_path):
-    from mmal_core.benchmarks import get_benchmark
+    from mmal_core.leaderboard.benchmarks import get_benchmark
 
     bench = get_benchmark(TINY_BENCHMARK["name"])
     with Store(tiny["db"], readonly=True) as store:

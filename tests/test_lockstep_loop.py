@@ -9,7 +9,7 @@ import torch
 from _support import tiny_config
 from mmal_core import hookimpl
 from mmal_core.config import parse_config
-from mmal_core.executors import LocalExecutor
+from mmal_core.runtime.executors import LocalExecutor
 from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
 from mmal_core.model import FusionMLP
 from mmal_core.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
@@ -154,7 +154,7 @@ def test_a_failing_strategy_fails_its_run_alone(tmp_path, monkeypatch):
 
 KILLED_GROUP = '''
 import os, signal
-from mmal_core.executors import execute_task
+from mmal_core.runtime.executors import execute_task
 from mmal_core.loop import execute_group
 from mmal_core.store import Store
 

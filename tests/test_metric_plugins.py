@@ -9,8 +9,9 @@ from _support import cli_in_process, one_line_error, tiny_config
 from mmal_core import Metric, MmalError, hookimpl
 from mmal_core.config import MetricsSpec
 from mmal_core.loop import round_metrics
-from mmal_core.metrics import MetricContext, higher_is_better, log_likelihood
-from mmal_core.plugins import PluginManager, reset_plugin_manager
+from mmal_core.metrics import log_likelihood
+from mmal_core.plugins import higher_is_better
+from mmal_core.plugins import PluginManager, benchmark_availability, reset_plugin_manager
 from mmal_core.report.synthetic import add_run
 from mmal_core.store import Store
 from mmal_core.testing import fitted_tiny_model
@@ -252,7 +253,7 @@ def brier_bench(example_metric_path, tmp_path_factory):
     import os
 
     from _support import run_cli
-    from mmal_core.server.testing import write_benchmark_plugin
+    from serverkit import write_benchmark_plugin
 
     tmp = tmp_path_factory.mktemp("brier-bench")
     site = write_benchmark_plugin(tmp / "site")
@@ -285,7 +286,7 @@ def test_leaderboard_ranks_by_a_plugin_metric_in_its_direction(brier_bench, cli)
 
 
 def test_leaderboard_leaves_out_runs_that_do_not_record_the_metric():
-    from mmal_core.leaderboard import Curve, build_leaderboard
+    from mmal_core.leaderboard.ranking import Curve, build_leaderboard
 
     old = [Curve("b", s, seed, [10, 20], [{"accuracy": a}, {"accuracy": a + 0.1}])
            for s, a in (("x", 0.5), ("y", 0.6)) for seed in (0, 1)]
@@ -300,16 +301,17 @@ def test_leaderboard_leaves_out_runs_that_do_not_record_the_metric():
 
 
 def test_benchmark_naming_an_unregistered_metric_is_unavailable():
-    from mmal_core.benchmarks import Benchmark, canonical_suite
+    from mmal_core.benchmark import Benchmark
+    from mmal_core.builtin.benchmarks import canonical_suite
 
     bench = canonical_suite()[0]
     odd = Benchmark(name="odd", dataset=bench.dataset, model=bench.model, seeds=(0,), budget=bench.budget,
                     metrics=("accuracy", "log_likelihood", "brierr"))
-    ok, why = odd.available()
+    ok, why = benchmark_availability(odd)
     assert not ok and "metric 'brierr' is not a registered metric" in why
     fine = Benchmark(name="fine", dataset=bench.dataset, model=bench.model, seeds=(0,), budget=bench.budget,
                      metrics=("accuracy", "log_likelihood", "modality_accuracy.m0"))
-    assert fine.available() == (True, "")
+    assert benchmark_availability(fine) == (True, "")
 
 
 def test_report_compares_by_a_metric_in_its_direction(tmp_path, capsys):
@@ -352,7 +354,7 @@ def test_server_leaderboard_ranks_by_a_metric_the_server_replayed(tiny, tmp_path
     pytest.importorskip("httpx")
     import copy
 
-    from mmal_core.server.testing import api_client
+    from serverkit import api_client
 
     def replayed(doc, imbalance):
         return [{"seed": run["seed"], "n_labeled": [r["n_labeled"] for r in run["rounds"]],

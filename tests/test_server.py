@@ -19,10 +19,10 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mmal_core import MmalError  # noqa: E402
-from mmal_core.server import create_app  # noqa: E402
-from mmal_core.server.storage import ServerStore, hash_token  # noqa: E402
-from mmal_core.server.testing import SHARED_REPLAY_CACHE, ServerProcess, api_client, plugin_env  # noqa: E402
-from mmal_core.submission import parse_submission, verify_submission  # noqa: E402
+from mmal_core.leaderboard.server import create_app  # noqa: E402
+from mmal_core.leaderboard.server.storage import ServerStore, hash_token  # noqa: E402
+from serverkit import SHARED_REPLAY_CACHE, ServerProcess, api_client, plugin_env  # noqa: E402
+from mmal_core.leaderboard.submission import parse_submission, verify_submission  # noqa: E402
 from _support import cli_in_process  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'

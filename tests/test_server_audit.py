@@ -17,11 +17,11 @@ pytest.importorskip("httpx")
 
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from mmal_core.leaderboard import html_sections, learning_curve_png  # noqa: E402
-from mmal_core.server.app import leaderboard_from_submissions, parse_json_body  # noqa: E402
-from mmal_core.server.storage import ServerStore  # noqa: E402
-from mmal_core.server.testing import api_client  # noqa: E402
-from mmal_core.server.worker import VerificationWorker  # noqa: E402
+from mmal_core.leaderboard.ranking import html_sections, learning_curve_png  # noqa: E402
+from mmal_core.leaderboard.server.app import leaderboard_from_submissions, parse_json_body  # noqa: E402
+from mmal_core.leaderboard.server.storage import ServerStore  # noqa: E402
+from serverkit import api_client  # noqa: E402
+from mmal_core.leaderboard.server.worker import VerificationWorker  # noqa: E402
 
 EVIL = '<script>alert("pwned")</script>'
 

@@ -21,11 +21,11 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, String, Tab
 from sqlalchemy import create_engine, inspect  # noqa: E402
 
 from mmal_core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
-from mmal_core.server.storage import SCHEMA_VERSION, ServerStore, migrate  # noqa: E402
-from mmal_core.server.testing import BAD_STRATEGIES_SOURCE, api_client, write_plugin  # noqa: E402
-from mmal_core.server.trust import label_key, result_key  # noqa: E402
-from mmal_core.server.worker import JobLimits  # noqa: E402
-from mmal_core.submission import source_hash  # noqa: E402
+from mmal_core.leaderboard.server.storage import SCHEMA_VERSION, ServerStore, migrate  # noqa: E402
+from serverkit import BAD_STRATEGIES_SOURCE, api_client, write_plugin  # noqa: E402
+from mmal_core.leaderboard.server.trust import label_key, result_key  # noqa: E402
+from mmal_core.leaderboard.server.worker import JobLimits  # noqa: E402
+from mmal_core.leaderboard.submission import source_hash  # noqa: E402
 
 
 def _auth(token):
@@ -304,7 +304,7 @@ def test_the_rate_limit_holds_across_server_processes(server_db, tiny):
     with api_client(server_db, ("alice",), rate_limit=3) as one:
         from fastapi.testclient import TestClient
 
-        from mmal_core.server import create_app
+        from mmal_core.leaderboard.server import create_app
 
         with TestClient(create_app(server_db, rate_limit=3, verify=False)) as two:
             alice = _auth(one.tokens["alice"])
@@ -364,7 +364,7 @@ def test_a_version_1_database_is_upgraded_in_place(server_db, tiny):
         assert migrate(store.engine) == SCHEMA_VERSION  # idempotent
     finally:
         store.close()
-    from mmal_core.server.storage import metadata
+    from mmal_core.leaderboard.server.storage import metadata
 
     assert upgraded == {t: {c.name for c in metadata.tables[t].columns} for t in ("tokens", "submissions")}
 
@@ -376,7 +376,7 @@ def test_a_killed_worker_process_hands_its_job_on_and_twice_rejects_it(tmp_path,
     import signal
     import subprocess
 
-    from mmal_core.server.testing import plugin_env
+    from serverkit import plugin_env
 
     url = f"sqlite:///{tmp_path / 'server.db'}"
     store = ServerStore(url)

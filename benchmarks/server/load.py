@@ -79,8 +79,8 @@ def main() -> None:
     parser.add_argument("--kill", action="store_true", help="SIGKILL the server mid-burst and restart it")
     args = parser.parse_args()
 
-    from mmal_core.server.storage import ServerStore
-    from mmal_core.server.testing import ServerProcess, build_submission_docs
+    from mmal_core.leaderboard.server.storage import ServerStore
+    from serverkit import ServerProcess, build_submission_docs
 
     OUT.mkdir(parents=True, exist_ok=True)
     folder = OUT / args.benchmark

@@ -63,7 +63,7 @@ def post(url: str, doc: dict, token: str, retry_for: float = 120.0) -> tuple[int
 
 
 def build_docs(site: Path, bad_site: Path) -> dict:
-    from mmal_core.server.testing import (
+    from serverkit import (
         BAD_STRATEGIES_SOURCE, TINY_BENCHMARK, build_submission_docs, plugin_env, write_benchmark_plugin, write_plugin,
     )
 
@@ -77,7 +77,7 @@ def build_docs(site: Path, bad_site: Path) -> dict:
     docs = {s: json.loads((OUT / f"doc-{s}.json").read_text()) for s in STRATEGIES}
     env = {**os.environ, **plugin_env(site)}
     env["PYTHONPATH"] = os.pathsep.join([str(bad_site), env["PYTHONPATH"]])
-    code = ("import json, sys; from mmal_core.submission import source_hash; "
+    code = ("import json, sys; from mmal_core.leaderboard.submission import source_hash; "
             "print(json.dumps(source_hash('hang')))")
     hang_hash = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
                                           text=True).stdout)
@@ -125,8 +125,8 @@ def plan(docs: dict, n: int, tokens: list[str], rng: random.Random) -> list[dict
 
 def one_run(cluster, docs: dict, env: dict, n: int, concurrency: int, workers: int, time_limit: float,
             faults: bool, seed: int = 0) -> dict:
-    from mmal_core.server.storage import ServerStore
-    from mmal_core.server.testing import ServerProcess
+    from mmal_core.leaderboard.server.storage import ServerStore
+    from serverkit import ServerProcess
 
     url = cluster.create_database()
     store = ServerStore(url)
@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--runs", default="1,4,4f", help="comma-separated: K workers, 'Kf' with faults")
     args = parser.parse_args()
 
-    from mmal_core.server.testing import PostgresCluster, postgres_bindir
+    from serverkit import PostgresCluster, postgres_bindir
 
     bindir = postgres_bindir()
     if bindir is None:

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from mmal_core.config import parse_config
-from mmal_core.executors import LocalExecutor, RayExecutor, start_local_ray
+from mmal_core.runtime.executors import LocalExecutor, RayExecutor, start_local_ray
 from mmal_core.loop import run_experiment, run_specs
 
 ROOT = Path(__file__).resolve().parents[2]

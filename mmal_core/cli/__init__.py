@@ -15,7 +15,7 @@ import click
 import typer
 from rich.markup import escape
 
-from .. import __version__
+from ..version import __version__
 from ..errors import MmalError
 from .common import err_console
 

@@ -35,13 +35,14 @@ def register(app: typer.Typer) -> None:
     @bench_app.command("list")
     def list_() -> None:
         """Every registered benchmark with its hash, setting and whether it can run here."""
-        from ..benchmarks import all_benchmarks
+        from ..leaderboard.benchmarks import all_benchmarks
+        from ..plugins import benchmark_availability
 
         table = Table(title="benchmarks (results are comparable only within one hash)")
         for col in ("name", "hash", "budget", "seeds", "available"):
             table.add_column(col, no_wrap=col in ("name", "hash", "budget"), overflow="fold")
         for name, bench in sorted(all_benchmarks().items()):
-            ok, why = bench.available()
+            ok, why = benchmark_availability(bench)
             budget = f"{bench.budget.initial}+{'+'.join(str(s) for s in bench.budget.schedule)}"
             table.add_row(name, bench.hash, budget, ",".join(map(str, bench.seeds)), "yes" if ok else f"no: {why}")
         console.print(table)
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
         db: str = typer.Option(None, "--db", help="Results database. Default: ./mmal-results.db or $MMAL_DB."),
     ) -> None:
         """Run STRATEGY on benchmark NAME for all its seeds (re-running resumes)."""
-        from ..benchmarks import get_benchmark, run_benchmark
+        from ..leaderboard.benchmarks import get_benchmark, run_benchmark
         from ..store import check_writable
 
         db = default_db(db)

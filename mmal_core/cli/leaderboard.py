@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Strategies ranked by AUBC (of test accuracy, or of --metric) per benchmark, average rank
         and the pairwise penalty matrix."""
-        from ..benchmarks import all_benchmarks, get_benchmark
-        from ..leaderboard import FORMATS, build_leaderboard, curves_from_store, render, render_table, require
+        from ..leaderboard.benchmarks import all_benchmarks, get_benchmark
+        from ..leaderboard.ranking import FORMATS, build_leaderboard, curves_from_store, render, render_table, require
         from ..store import Store
         from .results import write_atomically
 
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         if output is not None and fmt_ == "table":
             raise MmalError("--output: the table format prints to the terminal; use --format md, csv, json or html")
         require("scipy", *(["matplotlib"] if fmt_ == "html" else []), what="mmal leaderboard")
-        from ..metrics import check_metric_path
+        from ..plugins import check_metric_path
 
         check_metric_path(metric, "--metric")
         benches = all_benchmarks()

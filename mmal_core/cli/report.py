@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
         if missing:
             raise MmalError(f"mmal report needs {', '.join(missing)}: pip install 'mmal[report]'")
-        from ..metrics import check_metric_path
+        from ..plugins import check_metric_path
         from ..report import build_report
 
         check_metric_path(metric, "--metric")

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from ..errors import MmalError, did_you_mean
 from ..files import honour_umask
-from ..metrics import aubc, flatten, get_metric, higher_is_better
+from ..metrics import aubc, flatten, get_metric
+from ..plugins import higher_is_better
 from ..store import Store
 from .common import console, default_db, fmt
 

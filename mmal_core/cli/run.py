@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         lockstep: bool = typer.Option(True, "--lockstep/--no-lockstep", help="Train the runs that share dataset, model and budget together as one batched network (same results, faster) when the model supports it; --no-lockstep: one run at a time."),
     ) -> None:
         """Run every (dataset, strategy, seed) of CONFIG; re-running resumes where it stopped."""
-        from ..executors import make_executor
+        from ..runtime.executors import make_executor
         from ..loop import run_experiment, run_specs, summarize, validate_experiment
         from ..store import check_writable
 

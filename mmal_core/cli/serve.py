@@ -21,18 +21,18 @@ _DB_HELP = "Server database: a SQLAlchemy URL or an SQLite file path. Default: .
 def _server_db(db: Optional[str]) -> str:
     import os
 
-    from ..leaderboard import require
+    from ..leaderboard.ranking import require
 
     if db is not None and not db.strip():
         raise MmalError("--db: expected a database file path or URL, got an empty string")
     require("sqlalchemy", what="mmal serve")
-    from ..server.storage import database_url
+    from ..leaderboard.server.storage import database_url
 
     return database_url(db or os.environ.get("MMAL_SERVER_DB"))
 
 
 def _limits(time_limit: float, memory_mb: int):
-    from ..server.worker import JobLimits
+    from ..leaderboard.server.worker import JobLimits
 
     if not time_limit > 0:
         raise MmalError(f"--job-time-limit {time_limit}: expected a positive number of seconds")
@@ -105,12 +105,12 @@ def register(app: typer.Typer) -> None:
         if budget < 0:
             raise MmalError(f"--token-budget {budget}: expected 0 or more seconds")
         limits = _limits(time_limit, memory_mb)
-        from ..leaderboard import require
+        from ..leaderboard.ranking import require
 
         require("fastapi", "uvicorn", "sqlalchemy", "scipy", "matplotlib", what="mmal serve")
         import uvicorn
 
-        from ..server import create_app
+        from ..leaderboard.server import create_app
 
         url = _server_db(db)
         application = create_app(url, max_body=max_body, rate_limit=rate_limit, workers=workers, limits=limits,
@@ -132,8 +132,8 @@ def register(app: typer.Typer) -> None:
         import signal
         import threading
 
-        from ..server.storage import ServerStore
-        from ..server.worker import VerificationWorker
+        from ..leaderboard.server.storage import ServerStore
+        from ..leaderboard.server.worker import VerificationWorker
 
         if workers < 1:
             raise MmalError(f"--workers {workers}: expected 1 or more")
@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
     ) -> None:
         """Create a token and print it once (only its hash is stored)."""
-        from ..server.storage import ServerStore
+        from ..leaderboard.server.storage import ServerStore
 
         store = ServerStore(_server_db(db))
         try:
@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
     ) -> None:
         """Revoke the active token of NAME; its submissions stay."""
-        from ..server.storage import ServerStore
+        from ..leaderboard.server.storage import ServerStore
 
         store = ServerStore(_server_db(db))
         try:
@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
     @token_app.command("list")
     def token_list(db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP)) -> None:
         """Token names and whether they are active."""
-        from ..server.storage import ServerStore
+        from ..leaderboard.server.storage import ServerStore
 
         store = ServerStore(_server_db(db))
         try:
@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Send a benchmark result to a leaderboard server; it is ranked once the server verified it."""
         from ..store import Store
-        from ..submission import build_submission
+        from ..leaderboard.submission import build_submission
 
         try:
             parsed = urllib.parse.urlparse(to)

@@ -169,7 +169,7 @@ def _metric(m: dict[str, Any], *path: str) -> Any:
 
 def _pool_facts(cell: Cell, seed: int) -> tuple[dict[str, Any] | None, str | None]:
     """Missing share per modality, mean difficulty and class shares of the cell's pool."""
-    from .. import load_dataset
+    from ..plugins import load_dataset
 
     try:
         pool = load_dataset(cell.dataset, seed=seed, **cell.params).train
@@ -565,7 +565,7 @@ def build_report(store, experiment_id: int, baseline: str = "random", alpha: flo
     Raises :class:`MmalError` when the experiment has no runs or ``baseline`` is not one of
     its strategy labels.
     """
-    from ..metrics import higher_is_better as direction
+    from ..plugins import higher_is_better as direction
 
     higher = direction(metric) if higher_is_better is None else bool(higher_is_better)
     exp = store.experiment_row(experiment_id)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..leaderboard import html_page, plot_text
+from ..leaderboard.ranking import html_page, plot_text
 
 FORMATS = ("html", "md", "json")
 

@@ -41,9 +41,10 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...plugins import benchmark_availability
 from ..benchmarks import all_benchmarks
-from ..errors import MmalError
-from ..leaderboard import Curve, build_leaderboard, html_page, html_sections
+from ...errors import MmalError
+from ..ranking import Curve, build_leaderboard, html_page, html_sections
 from ..submission import SCHEMA_VERSION, metric_tolerance, parse_submission
 from .trust import label_key
 from .storage import ConfusableLabel, DuplicateResult, ServerStore
@@ -328,14 +329,14 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
     def benchmarks():
         out = []
         for bench in all_benchmarks().values():
-            available, why = bench.available()
+            available, why = benchmark_availability(bench)
             out.append({"name": bench.name, "hash": bench.hash, "version": bench.version,
                         "available": available, "why": why or None, "spec": bench.canonical()})
         return out
 
     @app.get("/api/leaderboards/{benchmark}")
     def leaderboard(benchmark: str, metric: str = "accuracy"):
-        from ..metrics import check_metric_path
+        from ...plugins import check_metric_path
 
         benches = all_benchmarks()
         if benchmark not in benches:

@@ -40,10 +40,10 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from . import stats
-from .errors import MmalError, did_you_mean
-from .metrics import aubc, metric_series, records_metric
-from .stats import bootstrap_interval, penalty_counts, ranks_desc, significantly_better  # noqa: F401 (re-exported)
+from .. import stats
+from ..errors import MmalError, did_you_mean
+from ..metrics import aubc, metric_series, records_metric
+from ..stats import bootstrap_interval, penalty_counts, ranks_desc, significantly_better  # noqa: F401 (re-exported)
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
@@ -148,7 +148,7 @@ def build_leaderboard(curves: list[Curve], benchmarks: dict[str, Any] | None = N
     for the plots), ``overall`` (average rank per strategy) and ``penalty`` (strategies,
     matrix (S, S), and the number of benchmarks counted).
     """
-    from .metrics import higher_is_better as direction
+    from ..plugins import higher_is_better as direction
 
     benchmarks = benchmarks or {}
     higher = direction(metric) if higher_is_better is None else bool(higher_is_better)

@@ -59,7 +59,7 @@ def _replayer(conn, memory_mb: int) -> None:
         torch.set_num_threads(1)
     except Exception:  # torch missing: verify_submission reports it per submission
         pass
-    from ..errors import MmalError
+    from ...errors import MmalError
     from ..submission import ReplayCache, parse_submission, verify_submission
 
     cache = ReplayCache()

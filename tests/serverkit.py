@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..submission import ReplayCache
+from mmal_core.leaderboard.submission import ReplayCache
 
 #: One replay cache for every in-process test of a session (replays of the same rounds are
 #: computed once).
@@ -39,7 +39,7 @@ TINY_BENCHMARK = {
 _PLUGIN_SOURCE = '''"""Benchmarks registered by a test plugin."""
 import json
 from mmal_core import hookimpl
-from mmal_core.benchmarks import Benchmark
+from mmal_core.benchmark import Benchmark
 
 SPECS = json.loads({specs!r})
 
@@ -114,8 +114,8 @@ def api_client(db_path: Path | str, token_names: tuple[str, ...], *, rate_limit:
     """
     from fastapi.testclient import TestClient
 
-    from .app import create_app
-    from .storage import ServerStore
+    from mmal_core.leaderboard.server.app import create_app
+    from mmal_core.leaderboard.server.storage import ServerStore
 
     url = str(db_path) if "://" in str(db_path) else f"sqlite:///{db_path}"
     store = ServerStore(url)
@@ -191,10 +191,10 @@ class ServerProcess:
 _RUN_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from mmal_core.benchmarks import get_benchmark, run_benchmark
+from mmal_core.leaderboard.benchmarks import get_benchmark, run_benchmark
 from mmal_core.config import PluginSpec
 from mmal_core.store import Store
-from mmal_core.submission import build_submission
+from mmal_core.leaderboard.submission import build_submission
 db, out = sys.argv[1], sys.argv[2]
 bench = get_benchmark(sys.argv[3])
 for name in sys.argv[4:]:

@@ -3,20 +3,20 @@ hooks a third party uses."""
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
 
 
 @hookimpl
 def mmal_register_models():
-    from .model import FusionMLP
+    from ..model import FusionMLP
 
     return [FusionMLP]
 
 
 @hookimpl
 def mmal_register_metrics():
-    from .metrics import Accuracy, LogLikelihood, MacroF1, ModalityAccuracy
-    from .utilization import UTILIZATION_METRICS
+    from ..metrics import Accuracy, LogLikelihood, MacroF1, ModalityAccuracy
+    from ..utilization import UTILIZATION_METRICS
 
     return [Accuracy, MacroF1, LogLikelihood, ModalityAccuracy, *UTILIZATION_METRICS]
 

@@ -40,10 +40,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import MmalError
-from .loop import (Callbacks, RunOutcome, RunSpec, _DatasetCache, _DatasetsBySeed, execute_group, execute_run,
+from ..errors import MmalError
+from ..loop import (Callbacks, RunOutcome, RunSpec, _DatasetCache, _DatasetsBySeed, execute_group, execute_run,
                    is_group, plan_groups)
-from .store import RoundRecord, Store
+from ..store import RoundRecord, Store
 
 #: How often (seconds) the parent looks at workers and at the database for progress.
 POLL_SECONDS = 0.25
@@ -616,8 +616,8 @@ class RayExecutor(_SlotScheduler):
 
     def _dataset_ref(self, spec: RunSpec):
         """The (dataset, seed) pool in the object store, put there once for all its runs."""
-        from . import load_dataset
-        from .config import content_hash
+        from ..plugins import load_dataset
+        from ..config import content_hash
 
         key = (content_hash(spec.dataset.canonical()), spec.seed)
         if key not in self._datasets:
@@ -675,7 +675,7 @@ def make_executor(name: str, workers: int | None = None, address: str | None = N
         return LocalExecutor(workers, retries, lockstep=lockstep)
     if name == "ray":
         return RayExecutor(address, workers, retries, gpu_fraction, lockstep=lockstep)
-    from .errors import did_you_mean
+    from ..errors import did_you_mean
 
     raise MmalError(f"--executor {name}: unknown executor{did_you_mean(name, EXECUTOR_NAMES)}; expected one of "
                     f"{', '.join(EXECUTOR_NAMES)}")

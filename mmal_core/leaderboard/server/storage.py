@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 
-from ..errors import MmalError
+from ...errors import MmalError
 from .trust import label_key, result_key
 
 DEFAULT_DB = "mmal-server.db"

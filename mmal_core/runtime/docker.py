@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import MmalError
+from ..errors import MmalError
 
 DEFAULT_TAG = "mmal:latest"
 #: The CUDA 12 runtime image the Dockerfile defaults to (Ubuntu 22.04: Python 3.10).

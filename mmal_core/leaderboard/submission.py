@@ -50,8 +50,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import format_validation_error
-from .errors import MmalError
+from ..config import format_validation_error
+from ..errors import MmalError
+from ..plugins import benchmark_availability
 
 SCHEMA_VERSION = 1
 
@@ -195,7 +196,7 @@ def source_hash(strategy_name: str) -> str:
 
     Every ``*.py`` file under the top-level package, in sorted order, with its relative path.
     """
-    from .plugins import get_plugin_manager
+    from ..plugins import get_plugin_manager
 
     cls = get_plugin_manager().get("strategy", strategy_name)
     top = cls.__module__.split(".")[0]
@@ -359,7 +360,7 @@ class ReplayCache:
                 self._models.popitem(last=False)
 
     def dataset(self, bench, seed: int):
-        from . import load_dataset
+        from ..plugins import load_dataset
 
         key = (bench.hash, int(seed))
         with self._lock:
@@ -390,8 +391,8 @@ def _selection_strategy(doc: Submission) -> tuple[Any, str]:
     """(strategy instance, "") when this machine has the submission's strategy with the same
     distribution and source hash; else (None, why the selection is not re-run)."""
     from .benchmarks import strategy_distribution
-    from .config import PluginSpec
-    from .loop import build_strategy
+    from ..config import PluginSpec
+    from ..loop import build_strategy
 
     name = doc.strategy.name
     try:
@@ -408,7 +409,7 @@ def _selection_strategy(doc: Submission) -> tuple[Any, str]:
 def _replay_selection(strategy: Any, name: str, model: Any, dataset: Any, metrics: dict[str, Any],
                       is_labeled: np.ndarray, budget: int, seed: int, rnd: int) -> list[int]:
     """Sample ids the strategy queries in round ``rnd``, computed exactly as the loop does."""
-    from .loop import select_round
+    from ..loop import select_round
 
     labeled, unlabeled = np.flatnonzero(is_labeled), np.flatnonzero(~is_labeled)
     chosen = select_round(strategy, name, model, dataset, labeled, unlabeled, metrics, budget, seed, rnd)
@@ -435,8 +436,8 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_s
 
 def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, stop_on_difference: bool) -> Verdict:
     from .benchmarks import all_benchmarks, benchmark_by_hash
-    from .loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
-    from .metrics import get_metric
+    from ..loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
+    from ..metrics import get_metric
 
     cache = cache or ReplayCache()
     bench = benchmark_by_hash(doc.benchmark.hash)
@@ -445,7 +446,7 @@ def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, s
         return _reject(f"unknown benchmark hash {doc.benchmark.hash} (this server knows {known})")
     if bench.name != doc.benchmark.name:
         return _reject(f"benchmark hash {bench.hash} is '{bench.name}', not '{doc.benchmark.name}'")
-    available, why = bench.available()
+    available, why = benchmark_availability(bench)
     if not available:
         return _reject(f"benchmark '{bench.name}' cannot be replayed here: {why}")
     seeds = [run.seed for run in doc.runs]

@@ -1,36 +1,4 @@
-"""The HDF5 pool-feature cache: raw items go through frozen encoders once, runs read vectors.
-
-A *raw* dataset (:class:`RawDataset`) declares its modalities and a default encoder for
-each; its items (images, sounds, texts) are encoded once and written to one HDF5 file per
-(dataset, version, source, encoder fingerprints). Later runs open that file and never
-re-encode. Layout of a cache file::
-
-    /ids                (n,) int64      sample ids, stable across builds
-    /labels             (n,) int64
-    /split              (n,) uint8      0 = train (pool), 1 = test; train rows come first
-    /mask               (n, M) bool     True where the modality is present
-    /features/<m>       (n, d_m) float32, chunked, compressed
-    attributes          format, key, dataset, dataset_version, params, source_key,
-                        source_hash, modalities, encoders (name/version/fingerprint per
-                        modality), class_names, skipped (unreadable items per modality),
-                        missing (absent items per modality), mmal_version, created,
-                        checksum, complete
-    /info               JSON text: the dataset's provenance notes (file lists, unreadable files)
-
-Every array (ids, labels, split, mask, features) is chunked and Fletcher-32 checksummed
-(format 2; format 1 checksummed only the features, so a flipped label or mask bit went
-unnoticed). The ``checksum`` attribute is the SHA-256 of every other attribute and of
-``/info``; the ``key`` attribute is recomputed from the attributes it is made of. So a
-changed, removed or bit-flipped attribute is refused too.
-
-Writing is atomic (a temporary file in the same folder, renamed at the end) and guarded by a
-file lock, so two processes asking for the same cache at once produce one good file. A file
-that cannot be opened, lacks ``complete``, fails a checksum, or was built for another
-request raises :class:`MmalError` with a rebuild hint; it is never silently used.
-
-The cache folder is ``$MMAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmal``, else
-``~/.cache/mmal``; the CLI's ``--cache-dir`` overrides both.
-"""
+"""The cache file: its format, location and name, writing, reading and verifying."""
 
 from __future__ import annotations
 
@@ -44,13 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from .data import Dataset
-from .errors import MmalError
-from .files import honour_umask
+from ..errors import MmalError
+from ..files import honour_umask
+from .encoders import Encoder
+
 
 #: 2: every array is Fletcher-32 checksummed and the attributes carry a checksum. A format
 #: change changes every cache key, so caches of another format are rebuilt, never read.
@@ -80,88 +49,6 @@ def _rebuild_hint(path: Path, dataset: str | None = None) -> str:
 
 
 # -- encoders ---------------------------------------------------------------------------------
-class Encoder:
-    """Base class of frozen encoders (registered with the ``mmal_register_encoders`` hook).
-
-    An encoder turns a batch of raw items of one kind into fixed-size vectors. Subclasses set
-    ``name``, ``version``, ``summary`` and ``kind`` (the raw items they accept: ``"vector"``,
-    ``"image"``, ``"audio"``, ``"text"``), take their parameters as keyword arguments of
-    ``__init__`` (stored unchanged), import heavy packages only inside :meth:`encode` or
-    :meth:`weights_fingerprint`, and implement :meth:`encode`.
-    """
-
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    version: ClassVar[str] = "1"
-    kind: ClassVar[str] = "vector"
-    #: Items per call to :meth:`encode` when the cache builds.
-    batch_size: ClassVar[int] = 64
-
-    def encode(self, items: Sequence[Any]) -> np.ndarray:
-        """Encode ``items`` (a list of raw items, none of them ``None``) -> (len(items), d) float32."""
-        raise NotImplementedError
-
-    def weights_fingerprint(self) -> str:
-        """A short hash of the weights (or of whatever fixes the output); ``"none"`` if nothing."""
-        return "none"
-
-    def get_params(self) -> dict[str, Any]:
-        from .params import get_params
-
-        return get_params(self)
-
-    def describe(self) -> dict[str, Any]:
-        """What identifies the vectors this encoder produces: name, version, params, fingerprint."""
-        return {
-            "name": self.name,
-            "version": str(self.version),
-            "params": {k: v for k, v in sorted(self.get_params().items())},
-            "fingerprint": self.weights_fingerprint(),
-        }
-
-
-def file_fingerprint(*paths: str | os.PathLike) -> str:
-    """SHA-256 (first 16 hex digits) of the bytes of ``paths``, memoised per (path, size, mtime)."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(p)
-        st = p.stat()
-        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-        digest = _FILE_HASHES.get(key)
-        if digest is None:
-            fh = hashlib.sha256()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    fh.update(block)
-            digest = _FILE_HASHES[key] = fh.hexdigest()
-        h.update(digest.encode())
-    return h.hexdigest()[:16]
-
-
-_FILE_HASHES: dict[tuple, str] = {}
-
-
-def parse_encoder_spec(value: Any, where: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``{"name": ..., "params": {...}}`` -> (name, params)."""
-    if isinstance(value, str) and value:
-        return value, {}
-    if isinstance(value, dict) and isinstance(value.get("name"), str) and set(value) <= {"name", "params"}:
-        params = value.get("params") or {}
-        if not isinstance(params, dict):
-            raise MmalError(f"{where}: encoder params must be a mapping, got {params!r}")
-        return value["name"], dict(params)
-    raise MmalError(f"{where}: expected an encoder name or {{name: ..., params: {{...}}}}, got {value!r}")
-
-
-def make_encoder(name: str, params: dict[str, Any] | None = None, where: str = "encoder") -> Encoder:
-    """Instantiate the registered encoder ``name`` with ``params``."""
-    from .params import construct
-    from .plugins import get_plugin_manager
-
-    cls = get_plugin_manager().get("encoder", name)
-    return construct(cls, dict(params or {}), f"{where} '{name}'")
-
-
 # -- raw sources --------------------------------------------------------------------------------
 @dataclass
 class RawSource:
@@ -395,7 +282,7 @@ def write_cache(
         # Free-form provenance can be long (file lists): a dataset, not an attribute (64 KiB limit).
         info_text = json.dumps(source.info, sort_keys=True, default=str)
         h5.create_dataset("info", data=info_text)
-        from . import __version__
+        from ..version import __version__
 
         attrs["mmal_version"] = __version__
         attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -695,7 +582,7 @@ def read_cache(path: Path, request: CacheRequest | None = None, lazy: bool = Fal
     """
     import h5py
 
-    from .data import Split
+    from ..data import Split
 
     attrs, n, _ = check_cache(path, request)
     hint = _rebuild_hint(path, attrs.get("dataset"))
@@ -781,286 +668,3 @@ def _enc_label(desc: Any) -> str:
     return f"{desc.get('name')} v{desc.get('version')} weights {desc.get('fingerprint')}"
 
 
-# -- the front door -----------------------------------------------------------------------------
-def _default_progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from .cli.common import err_console
-
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=err_console, transient=False,
-    )
-    return progress
-
-
-def ensure_cache(
-    request: CacheRequest,
-    build_source: Callable[[], RawSource],
-    encoders: dict[str, Encoder],
-    directory: str | os.PathLike | None = None,
-    *,
-    rebuild: bool = False,
-    show_progress: bool = True,
-    compression: str | None = "gzip",
-    lock_timeout: float = -1,
-) -> tuple[Path, bool]:
-    """Return the path of a valid cache for ``request``, building it first if needed.
-
-    Returns ``(path, built)``. Concurrent callers serialise on ``<path>.lock``: the first
-    builds, the others wait and then open the finished file. An existing file that does not
-    open or does not match ``request`` raises :class:`MmalError` (with a rebuild hint) unless
-    ``rebuild`` is True, in which case it is replaced.
-    """
-    from filelock import FileLock, Timeout
-
-    folder = cache_dir(directory)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MmalError(f"cache folder {folder}: cannot be created ({err.strerror or err}); set {ENV_CACHE_DIR} to a writable folder") from None
-    path = folder / request.filename()
-    if path.exists() and not rebuild:
-        check_cache(path, request)  # a bad file is refused here, not reported as "already cached"
-        remove_temporaries(folder)  # a killed `--rebuild` left one next to a good cache
-        return path, False
-    lock_path = Path(str(path) + ".lock")
-    try:  # create the lock file ourselves: filelock retries forever on some unwritable folders
-        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666))
-    except OSError as err:
-        raise MmalError(
-            f"cache folder {folder}: cannot write there ({err.strerror or err}); "
-            f"pass --cache-dir or set {ENV_CACHE_DIR} to a writable folder"
-        ) from None
-    lock = FileLock(str(lock_path), timeout=lock_timeout)
-    try:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if show_progress:
-                from .cli.common import err_console
-
-                err_console.print(f"waiting for another process that is building {path} (it holds {lock_path})", highlight=False)
-            lock.acquire()
-        try:
-            if path.exists() and not rebuild:  # another process built it while we waited
-                check_cache(path, request)
-                return path, False
-            for stale in folder.glob(f".{path.name}.*.tmp"):  # left by a killed builder (we hold the lock)
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-            remove_temporaries(folder)  # those of other caches, when no builder holds their lock
-            source = build_source()
-            n = len(source.labels)
-            for m in request.modalities:
-                if len(source.items[m]) != n:
-                    raise MmalError(f"dataset '{request.dataset}': modality '{m}' has {len(source.items[m])} items for {n} samples")
-            if show_progress:
-                progress = _default_progress()
-                with progress:
-                    tasks = {
-                        m: progress.add_task(f"encoding {request.dataset}/{m} ({encoders[m].name})", total=n)
-                        for m in request.modalities
-                    }
-                    write_cache(path, request, source, encoders, lambda m, k: progress.advance(tasks[m], k), compression)
-            else:
-                write_cache(path, request, source, encoders, None, compression)
-        finally:
-            lock.release()
-    except Timeout:
-        raise MmalError(f"cache {path}: another process holds {path}.lock; wait for it or remove the lock file if no build is running") from None
-    return path, True
-
-
-# -- temporary files of killed builders -----------------------------------------------------------
-def _temporary_target(tmp: Path) -> str | None:
-    """``.<name>.h5.<random>.tmp`` (see :func:`atomic_h5`) -> ``<name>.h5``."""
-    name = tmp.name
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return None
-    target = name[1 : -len(".tmp")].rpartition(".")[0]
-    return target if target.endswith(SUFFIX) else None
-
-
-def temporaries(directory: str | os.PathLike | None = None) -> list[Path]:
-    """The temporary files in the cache folder: builds under way, or left by killed builders."""
-    folder = cache_dir(directory)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f".*{SUFFIX}.*.tmp") if _temporary_target(p) and p.is_file())
-
-
-@contextlib.contextmanager
-def _if_unlocked(lock_path: Path) -> Iterator[bool]:
-    """Yield True, holding the builders' lock ``lock_path``, when no process holds it; else False.
-
-    A builder holds its lock from before it creates its temporary file until it is renamed
-    or removed, so a temporary file whose lock is free was left by a killed builder.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock: cannot tell a live builder from a dead one
-        yield False
-        return
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:  # no lock file: no builder (each one creates it first)
-        yield True
-        return
-    except OSError:
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def remove_temporaries(directory: str | os.PathLike | None = None, target: str | None = None) -> list[Path]:
-    """Remove the temporary files left by killed builders (of ``target`` only, when given).
-
-    A temporary file is removed only when no process holds its cache's lock, so a build under
-    way is never disturbed. Best effort: files that cannot be removed are kept. Returns the
-    removed files.
-    """
-    folder = cache_dir(directory)
-    removed = []
-    for tmp in temporaries(folder):
-        name = _temporary_target(tmp)
-        if target is not None and name != target:
-            continue
-        with _if_unlocked(folder / f"{name}.lock") as free:
-            if free:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                    removed.append(tmp)
-    return removed
-
-
-def remove_lock_file(path: Path) -> None:
-    """Remove ``<path>.lock`` unless a builder holds it (then it stays: the build needs it)."""
-    lock_path = Path(str(path) + ".lock")
-    with _if_unlocked(lock_path) as free:
-        if free:
-            lock_path.unlink(missing_ok=True)
-
-
-# -- raw datasets ---------------------------------------------------------------------------------
-class RawDataset(Dataset):
-    """Base class of datasets whose items must be encoded (images, sounds, texts).
-
-    Subclasses set ``name``, ``summary``, ``version`` and ``modalities`` (modality -> name of
-    the encoder used by default, or ``{"name": ..., "params": {...}}``), implement
-    :meth:`read_source` and, when the source lives in files, :meth:`source_key`. Their
-    ``__init__`` takes the dataset's own parameters plus ``encoders``, ``cache_dir`` and
-    ``lazy``, and passes the last three to ``RawDataset.__init__``.
-
-    ``load(seed)`` builds the HDF5 cache when it is missing (encoding every item once, with a
-    progress bar) and reads the features from it. The train/test split is fixed by the
-    dataset (stored in the cache); ``seed`` drives the rest of the run (initial labels,
-    model weights), as for any dataset.
-
-    encoders: per-modality overrides of the default encoders, e.g. ``{"image": "identity"}``.
-    cache_dir: where caches live (default: :func:`cache_dir`).
-    lazy: keep features on disk and read them batch by batch (pools larger than memory).
-    """
-
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    version: ClassVar[str] = "1"
-    modalities: ClassVar[dict[str, Any]] = {}
-    #: Parameters that do not change the cached content.
-    cache_exclude: ClassVar[tuple[str, ...]] = ("encoders", "cache_dir", "lazy")
-
-    def __init__(self, encoders: dict[str, Any] | None = None, cache_dir: str | None = None, lazy: bool = False):
-        if encoders is not None and not isinstance(encoders, dict):
-            raise MmalError(f"parameter 'encoders': expected a mapping modality -> encoder name, got {encoders!r}")
-        for m in encoders or {}:
-            if m not in self.modalities:
-                from .errors import did_you_mean
-
-                raise MmalError(
-                    f"parameter 'encoders': dataset '{self.name}' has no modality '{m}'{did_you_mean(m, self.modalities)}; "
-                    f"modalities: {', '.join(self.modalities)}"
-                )
-        if not isinstance(lazy, bool):
-            raise MmalError(f"parameter 'lazy': expected true or false, got {lazy!r}")
-        self.encoders = encoders
-        self.cache_dir = cache_dir
-        self.lazy = lazy
-
-    # -- what subclasses provide --------------------------------------------------------------
-    def read_source(self) -> RawSource:
-        """Collect ids, labels, split and the raw items (lazily loaded) of every modality."""
-        raise NotImplementedError
-
-    def source_key(self) -> str:
-        """A cheap identity of the raw source (e.g. a hash of file names and sizes); part of the cache key."""
-        return ""
-
-    # -- the machinery -----------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        from .params import get_params
-
-        return get_params(self)
-
-    def cache_params(self) -> dict[str, Any]:
-        """The parameters that change the cached content (all but ``cache_exclude``)."""
-        return {k: v for k, v in sorted(self.get_params().items()) if k not in self.cache_exclude}
-
-    def encoder_specs(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Modality -> (encoder name, encoder params): the defaults with ``encoders`` applied."""
-        out = {}
-        for m, default in self.modalities.items():
-            value = (self.encoders or {}).get(m, default)
-            out[m] = parse_encoder_spec(value, f"dataset '{self.name}', encoders.{m}")
-        return out
-
-    def make_encoders(self) -> dict[str, Encoder]:
-        return {m: make_encoder(n, p, f"dataset '{self.name}', encoders.{m}") for m, (n, p) in self.encoder_specs().items()}
-
-    def cache_request(self, encoders: dict[str, Encoder]) -> CacheRequest:
-        return CacheRequest(
-            dataset=self.name,
-            dataset_version=str(self.version),
-            params=self.cache_params(),
-            source_key=self.source_key(),
-            modalities=list(self.modalities),
-            encoders={m: encoders[m].describe() for m in self.modalities},
-        )
-
-    def build_cache(self, *, rebuild: bool = False, show_progress: bool = True) -> tuple[Path, bool]:
-        """Make sure the cache exists; returns ``(path, built_now)``."""
-        encoders = self.make_encoders()
-        request = self.cache_request(encoders)
-        return ensure_cache(request, self.read_source, encoders, self.cache_dir, rebuild=rebuild, show_progress=show_progress)
-
-    def load(self, seed: int):
-        """The dataset's train (pool) and test splits, read from its cache (built when missing)."""
-        from .data import ModalitySpec, MultimodalDataset
-
-        encoders = self.make_encoders()
-        request = self.cache_request(encoders)
-        path, built = ensure_cache(request, self.read_source, encoders, self.cache_dir)
-        arrays = read_cache(path, request, lazy=self.lazy)
-        specs = [ModalitySpec(m, int(arrays.train.features[m].shape[1]), encoders[m].name) for m in arrays.modalities]
-        info = {
-            "cache": str(path),
-            "cache_key": request.key,
-            "built_now": built,
-            "encoders": request.encoders,
-            "class_names": arrays.class_names,
-            "skipped": arrays.attrs.get("skipped"),
-            "missing": arrays.attrs.get("missing"),
-            "source_hash": arrays.attrs.get("source_hash"),
-            "seed": int(seed),
-        }
-        return MultimodalDataset(self.name, specs, len(arrays.class_names), arrays.train, arrays.test, info)
