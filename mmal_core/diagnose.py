@@ -550,13 +550,9 @@ def diagnose(
     is the same) and reported as mean and 95% t-interval; the missingness tests use the
     first seed's dataset.
     """
-    import importlib.util
+    from .extras import require_extra
 
-    from .leaderboard.ranking import require
-
-    require("scipy", what="mmal diagnose")
-    if importlib.util.find_spec("sklearn") is None:
-        raise MmalError("mmal diagnose needs the Python package scikit-learn: pip install scikit-learn")
+    require_extra("diagnose", what="mmal diagnose")
     params = dict(params or {})
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise MmalError(f"--seeds: expected a positive integer, got {seeds!r}")

@@ -352,6 +352,45 @@ def tiny_dataset(n_train: int = 48, n_test: int = 24, n_classes: int = 3, dims: 
     return data.validate()
 
 
+def _check_prediction_fields(name: str, out: dict[str, Any], want: set[str], n: int, c: int, names: list[str]) -> None:
+    """Every requested PoolView field of a prediction on ``n`` samples of ``c`` classes has the
+    shape the PoolView expects; probabilities are finite, non-negative and sum to one."""
+    assert set(out) >= want, f"{name}: predict() left out {sorted(want - set(out))}"
+
+    def probs(what: str, p: Any, shape: tuple[int, ...]):
+        p = np.asarray(p)
+        assert p.shape == shape, f"{name}: {what} has shape {p.shape}, expected {shape}"
+        assert np.isfinite(p).all() and (p >= 0).all(), f"{name}: {what} must be finite and non-negative"
+        assert np.allclose(p.sum(axis=-1), 1.0, atol=1e-4), f"{name}: {what} rows must sum to 1"
+
+    def embedding(what: str, e: Any):
+        e = np.asarray(e)
+        assert e.ndim == 2 and len(e) == n and np.isfinite(e).all(), (
+            f"{name}: {what} must be a finite (n, d) array, got shape {e.shape}"
+        )
+
+    if "probs" in want:
+        probs("probs", out["probs"], (n, c))
+    if "mc_probs" in want:
+        probs("mc_probs", out["mc_probs"], (3, n, c))
+    if "embeddings" in want:
+        embedding("embeddings", out["embeddings"])
+    for field in ("modality_probs", "modality_embeddings"):
+        if field in want:
+            assert list(out[field]) == names, f"{name}: {field} keys are {list(out[field])}, expected {names}"
+            for m in names:
+                (probs if field == "modality_probs" else embedding)(f"{field}['{m}']", *(
+                    (out[field][m], (n, c)) if field == "modality_probs" else (out[field][m],)))
+    if "subset_probs" in want:
+        # Every subset, the empty one (every modality masked) included.
+        subsets = {s for r in range(0, len(names) + 1) for s in combinations(names, r)}
+        assert subsets <= set(out["subset_probs"]), (
+            f"{name}: subset_probs must have every subset of {names}, () included, got {sorted(out['subset_probs'])}"
+        )
+        for s in subsets:
+            probs(f"subset_probs[{s}]", out["subset_probs"][s], (n, c))
+
+
 def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
     """Checks of a model class, on :func:`tiny_dataset` (use fast parameters in ``params``).
 
@@ -390,41 +429,7 @@ def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
         model = fitted()
         want = set(model.provided())
         out = predict(model, data.test, want)
-        n, c = len(data.test), data.n_classes
-        assert set(out) >= want, f"{cls.name}: predict() left out {sorted(want - set(out))}"
-
-        def probs(what: str, p: Any, shape: tuple[int, ...]):
-            p = np.asarray(p)
-            assert p.shape == shape, f"{cls.name}: {what} has shape {p.shape}, expected {shape}"
-            assert np.isfinite(p).all() and (p >= 0).all(), f"{cls.name}: {what} must be finite and non-negative"
-            assert np.allclose(p.sum(axis=-1), 1.0, atol=1e-4), f"{cls.name}: {what} rows must sum to 1"
-
-        def embedding(what: str, e: Any):
-            e = np.asarray(e)
-            assert e.ndim == 2 and len(e) == n and np.isfinite(e).all(), (
-                f"{cls.name}: {what} must be a finite (n, d) array, got shape {e.shape}"
-            )
-
-        if "probs" in want:
-            probs("probs", out["probs"], (n, c))
-        if "mc_probs" in want:
-            probs("mc_probs", out["mc_probs"], (3, n, c))
-        if "embeddings" in want:
-            embedding("embeddings", out["embeddings"])
-        for field in ("modality_probs", "modality_embeddings"):
-            if field in want:
-                assert list(out[field]) == names, f"{cls.name}: {field} keys are {list(out[field])}, expected {names}"
-                for m in names:
-                    (probs if field == "modality_probs" else embedding)(f"{field}['{m}']", *(
-                        (out[field][m], (n, c)) if field == "modality_probs" else (out[field][m],)))
-        if "subset_probs" in want:
-            # Every subset, the empty one (every modality masked) included.
-            subsets = {s for r in range(0, len(names) + 1) for s in combinations(names, r)}
-            assert subsets <= set(out["subset_probs"]), (
-                f"{cls.name}: subset_probs must have every subset of {names}, () included, got {sorted(out['subset_probs'])}"
-            )
-            for s in subsets:
-                probs(f"subset_probs[{s}]", out["subset_probs"][s], (n, c))
+        _check_prediction_fields(cls.name, out, want, len(data.test), data.n_classes, names)
 
     def deterministic():
         a = predict(fitted(seed=5), data.test, {"probs"})["probs"]

@@ -113,8 +113,9 @@ def test_every_wheel_holds_every_file_of_its_packages(wheels):
         assert not missing, f"{source.name}: not in its wheel: {sorted(missing)}"
 
 
-def _fresh_venv(where: Path) -> Path:
-    """A new venv whose site-packages links to this environment's, less every mmal distribution."""
+def _fresh_venv(where: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A new venv whose site-packages links to this environment's, less every mmal distribution
+    and every entry whose name starts with one of ``leave_out``."""
     venv.EnvBuilder(with_pip=False).create(where)
     site = Path(subprocess.run([str(where / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                capture_output=True, text=True, check=True).stdout.strip())
@@ -123,7 +124,8 @@ def _fresh_venv(where: Path) -> Path:
     for lib in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:
         for entry in Path(lib).iterdir():
             name = entry.name.lower()
-            if name.startswith(("mmal", "__editable__", "_mmal")) or entry.suffix == ".pth" or (links / entry.name).exists():
+            if name.startswith(("mmal", "__editable__", "_mmal", *leave_out)) or entry.suffix == ".pth" \
+                    or (links / entry.name).exists():
                 continue
             (links / entry.name).symlink_to(entry)
     (site / "deps.pth").write_text(str(links) + "\n")
@@ -155,3 +157,55 @@ def test_mmal_run_without_a_config_starts_the_demo_from_installed_wheels(wheels,
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(timeout=60)
     assert any("experiment demo (24 runs" in line for line in seen), "".join(seen)[-2000:]
+
+
+#: Packages that only the extras bring (site-packages entries starting with these names).
+EXTRA_ONLY = ("scipy", "sklearn", "scikit_learn", "matplotlib", "statsmodels", "scikit_posthocs", "pandas", "fastapi",
+              "starlette", "uvicorn", "sqlalchemy", "ray", "docker", "psycopg")
+
+TINY = """
+name: tiny
+dataset: [{name: synthetic-missing, params: {n_train: 120, n_test: 60}}]
+model: {name: fusion-mlp, params: {epochs: 3, hidden: 16}}
+budget: {initial: 10, per_round: 10, rounds: 1}
+strategies: [random, margin]
+seeds: [0]
+"""
+
+
+@pytest.mark.slow
+def test_the_core_runs_without_the_extras_and_each_service_names_its_extra(wheels, tmp_path):
+    """``pip install mmal`` alone runs and shows experiments; each service command stops with one
+    line naming the extra that brings what it lacks (``pip install 'mmal[report]'``)."""
+    bindir = _fresh_venv(tmp_path / "venv", leave_out=EXTRA_ONLY)
+    core = [w for w in wheels if w.name.startswith(("mmal-", "mmal_strategies", "mmal_synthetic"))
+            and not w.name.startswith(("mmal_datasets", "mmal_encoders"))]
+    res = subprocess.run([sys.executable, "-m", "pip", "--python", str(bindir / "python"), "install", "-q", "--no-deps",
+                          "--no-index", *map(str, core)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MMAL_DB")}
+    env.update(OMP_NUM_THREADS="1", MMAL_DB=str(tmp_path / "r.db"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    (tmp_path / "tiny.yaml").write_text(TINY)
+
+    def mmal(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(bindir / "mmal"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=300)
+
+    gone = subprocess.run([str(bindir / "python"), "-c", "import scipy"], capture_output=True, text=True, env=env)
+    assert gone.returncode != 0  # the venv really lacks the extras' packages
+    run = mmal("run", "tiny.yaml", "--workers", "1")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    show = mmal("show")
+    assert show.returncode == 0 and "margin" in show.stdout, show.stdout + show.stderr
+    for args, extra in [
+        (("report",), "report"),
+        (("leaderboard",), "report"),
+        (("diagnose", "synthetic-missing", "--seeds", "1"), "diagnose"),
+        (("serve", "--db", str(tmp_path / "s.db")), "server"),
+        (("run", "tiny.yaml", "--executor", "ray"), "ray"),
+        (("docker", "build", "--source", str(ROOT)), "docker"),
+    ]:
+        res = mmal(*args)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, (args, res.stdout[-500:], res.stderr[-1500:])
+        assert f"pip install 'mmal[{extra}]'" in lines[0] and "Traceback" not in res.stderr, (args, lines)

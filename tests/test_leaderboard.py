@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from mmal_core import MmalError
-from mmal_core.leaderboard.ranking import (
-    Curve, bootstrap_interval, build_leaderboard, curves_from_store, render, render_html, significantly_better,
-)
+from mmal_core.leaderboard.ranking import Curve, build_leaderboard, curves_from_store
+from mmal_core.leaderboard.render import render, render_html
+from mmal_core.stats import bootstrap_interval, significantly_better
 from mmal_core.metrics import aubc
 from serverkit import TINY_BENCHMARK
 from mmal_core.store import Store

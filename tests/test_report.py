@@ -314,9 +314,9 @@ def test_output_onto_the_database_or_a_plot_folder_that_is_a_file(tmp_path, caps
 
 
 def test_missing_packages_name_the_extra(tmp_path, capsys, monkeypatch):
-    from mmal_core.cli import report as report_cli
+    from mmal_core import extras
 
-    monkeypatch.setattr(report_cli, "NEEDS", ("scipy", "mmal_no_such_package"))
+    monkeypatch.setitem(extras.EXTRAS, "report", ("scipy", "mmal_no_such_package"))
     db = handmade_db(tmp_path / "h.db")
     one_line_error(cli_in_process(capsys, "report", "--db", str(db), "-o", str(tmp_path / "r.html"), raw=True),
                    "mmal_no_such_package", "pip install 'mmal[report]'")

@@ -17,7 +17,7 @@ pytest.importorskip("httpx")
 
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from mmal_core.leaderboard.ranking import html_sections, learning_curve_png  # noqa: E402
+from mmal_core.leaderboard.render import html_sections, learning_curve_png  # noqa: E402
 from mmal_core.leaderboard.server.app import leaderboard_from_submissions, parse_json_body  # noqa: E402
 from mmal_core.leaderboard.server.storage import ServerStore  # noqa: E402
 from serverkit import api_client  # noqa: E402

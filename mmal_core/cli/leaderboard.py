@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         """Strategies ranked by AUBC (of test accuracy, or of --metric) per benchmark, average rank
         and the pairwise penalty matrix."""
         from ..leaderboard.benchmarks import all_benchmarks, get_benchmark
-        from ..leaderboard.ranking import FORMATS, build_leaderboard, curves_from_store, render, render_table, require
+        from ..leaderboard.ranking import build_leaderboard, curves_from_store
+        from ..leaderboard.render import FORMATS, render, render_table
+        from ..extras import require_extra
         from ..store import Store
         from .results import write_atomically
 
@@ -31,7 +33,7 @@ def register(app: typer.Typer) -> None:
             raise MmalError(f"--format {fmt_}: expected one of {', '.join(FORMATS)}{did_you_mean(fmt_, FORMATS)}")
         if output is not None and fmt_ == "table":
             raise MmalError("--output: the table format prints to the terminal; use --format md, csv, json or html")
-        require("scipy", *(["matplotlib"] if fmt_ == "html" else []), what="mmal leaderboard")
+        require_extra("report", what="mmal leaderboard", modules=("scipy", *(["matplotlib"] if fmt_ == "html" else [])))
         from ..plugins import check_metric_path
 
         check_metric_path(metric, "--metric")

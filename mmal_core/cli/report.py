@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,11 +9,8 @@ from typing import Optional
 import typer
 
 from ..errors import MmalError, did_you_mean
+from ..extras import require_extra
 from .common import console, default_db
-
-#: Import names of the packages the report needs (the ``report`` extra).
-NEEDS = ("scipy", "statsmodels", "scikit_posthocs", "pandas", "matplotlib")
-
 
 def check_output(path: Path) -> None:
     """Fail with one line, before any work, unless a file can be written at ``path``."""
@@ -57,9 +53,7 @@ def register(app: typer.Typer) -> None:
                 raise MmalError(f"--output {output}: that is the results database; give another file")
             if fmt_ == "md" and plot_folder(output).exists() and not plot_folder(output).is_dir():
                 raise MmalError(f"--output {output}: the plots go to {plot_folder(output)}, which is a file")
-        missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
-        if missing:
-            raise MmalError(f"mmal report needs {', '.join(missing)}: pip install 'mmal[report]'")
+        require_extra("report", what="mmal report")
         from ..plugins import check_metric_path
         from ..report import build_report
 

@@ -45,6 +45,7 @@ import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -434,24 +435,93 @@ def verify_submission(doc: Submission, cache: ReplayCache | None = None, check_s
     return verdict
 
 
-def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, stop_on_difference: bool) -> Verdict:
+def _replayable_benchmark(doc: Submission) -> tuple[Any, str]:
+    """(the benchmark the submission names, "") when this server can replay it, else (None, why not)."""
     from .benchmarks import all_benchmarks, benchmark_by_hash
-    from ..loop import _STREAM_INITIAL, derive_seed, initial_set, round_metrics, train_round_model
-    from ..metrics import get_metric
 
-    cache = cache or ReplayCache()
     bench = benchmark_by_hash(doc.benchmark.hash)
     if bench is None:
         known = ", ".join(f"{b.name}={b.hash}" for b in all_benchmarks().values())
-        return _reject(f"unknown benchmark hash {doc.benchmark.hash} (this server knows {known})")
+        return None, f"unknown benchmark hash {doc.benchmark.hash} (this server knows {known})"
     if bench.name != doc.benchmark.name:
-        return _reject(f"benchmark hash {bench.hash} is '{bench.name}', not '{doc.benchmark.name}'")
+        return None, f"benchmark hash {bench.hash} is '{bench.name}', not '{doc.benchmark.name}'"
     available, why = benchmark_availability(bench)
     if not available:
-        return _reject(f"benchmark '{bench.name}' cannot be replayed here: {why}")
+        return None, f"benchmark '{bench.name}' cannot be replayed here: {why}"
     seeds = [run.seed for run in doc.runs]
     if sorted(seeds) != sorted(bench.seeds):
-        return _reject(f"benchmark '{bench.name}' needs exactly the seeds {list(bench.seeds)}, got {seeds}")
+        return None, f"benchmark '{bench.name}' needs exactly the seeds {list(bench.seeds)}, got {seeds}"
+    return bench, ""
+
+
+def _claimed_picks(claim: RoundClaim, r: int, count: int, want: int, position_of: dict[int, int],
+                   is_labeled: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The pool positions a round claims to query, or (None, why the claim cannot be right)."""
+    if claim.round != r:
+        return None, f"round number {claim.round}, expected {r}"
+    if claim.n_labeled != count or int(is_labeled.sum()) != count:
+        return None, f"n_labeled {claim.n_labeled}, the benchmark's schedule gives {count}"
+    if len(claim.queried_ids) != want:
+        return None, f"{len(claim.queried_ids)} queried ids, the schedule buys {want}"
+    if len(set(claim.queried_ids)) != len(claim.queried_ids):
+        return None, "queried_ids contain duplicates"
+    outside = [i for i in claim.queried_ids if i not in position_of]
+    if outside:
+        return None, f"queried id {outside[0]} is not in the pool"
+    picks = np.array([position_of[i] for i in claim.queried_ids], dtype=np.int64)
+    if picks.size and is_labeled[picks].any():
+        return None, f"queried id {int(ids[picks[is_labeled[picks]][0]])} was already labeled"
+    return picks, ""
+
+
+def _replay_round(bench: Any, cache: ReplayCache, dataset: Any, labeled: np.ndarray, seed: int, r: int, state: Any,
+                  wants_model: bool) -> tuple[dict[str, Any], Any, Any, int]:
+    """(metrics, model, warm-start state, models trained: 0 or 1) of one replayed round.
+
+    Rounds that start from the same labeled set are trained once per cache (not under warm
+    start, whose model depends on the previous round's)."""
+    from ..loop import round_metrics, train_round_model
+
+    key = hashlib.sha256(json.dumps([bench.hash, seed, r, labeled.tolist()]).encode()).hexdigest()
+    metrics = None if bench.model.warm_start else cache.get(key)
+    model = cache.model(key) if wants_model else None
+    if metrics is not None and (model is not None or not wants_model):
+        return metrics, model, state, 0
+    model = train_round_model(bench.model, dataset, labeled, seed, r, init_state=state)
+    metrics = json.loads(json.dumps(round_metrics(model, dataset, labeled), default=float))
+    if bench.model.warm_start:
+        state = model.state()
+    else:
+        cache.put(key, metrics)
+        if wants_model:
+            cache.put_model(key, model)
+    return metrics, model, state, 1
+
+
+def _metric_difference(paths: Iterable[str], claimed_metrics: dict[str, Any], metrics: dict[str, Any],
+                       tolerance: float) -> str:
+    """Why the claimed metrics of a round differ from the replay's ("" when they agree)."""
+    from ..metrics import get_metric
+
+    for path in paths:
+        claimed = _number(get_metric(claimed_metrics, path))
+        actual = _number(get_metric(metrics, path))
+        if claimed is None:
+            return f"metric '{path}' is missing or not a finite number in the claim"
+        if actual is None:
+            return f"the replay produced no metric '{path}'"
+        if abs(claimed - actual) > tolerance:
+            return f"claimed {path} {claimed:.6g} but the replay gives {actual:.6g} (tolerance {tolerance:.3g})"
+    return ""
+
+
+def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, stop_on_difference: bool) -> Verdict:
+    from ..loop import _STREAM_INITIAL, derive_seed, initial_set
+
+    cache = cache or ReplayCache()
+    bench, reason = _replayable_benchmark(doc)
+    if reason:
+        return _reject(reason)
     counts = bench.labeled_counts()
     schedule = bench.budget.schedule
     replayed: list[dict[str, Any]] = []
@@ -479,53 +549,21 @@ def _verify(doc: Submission, cache: ReplayCache | None, check_selection: bool, s
         seed_metrics, state = [], None
         for r, claim in enumerate(run.rounds):
             at = f"{where} round {r}"
-            if claim.round != r:
-                return _reject(f"{at}: round number {claim.round}, expected {r}")
-            if claim.n_labeled != counts[r] or int(is_labeled.sum()) != counts[r]:
-                return _reject(f"{at}: n_labeled {claim.n_labeled}, the benchmark's schedule gives {counts[r]}")
             want = schedule[r] if r < len(schedule) else 0
-            if len(claim.queried_ids) != want:
-                return _reject(f"{at}: {len(claim.queried_ids)} queried ids, the schedule buys {want}")
-            if len(set(claim.queried_ids)) != len(claim.queried_ids):
-                return _reject(f"{at}: queried_ids contain duplicates")
-            outside = [i for i in claim.queried_ids if i not in position_of]
-            if outside:
-                return _reject(f"{at}: queried id {outside[0]} is not in the pool")
-            picks = np.array([position_of[i] for i in claim.queried_ids], dtype=np.int64)
-            if picks.size and is_labeled[picks].any():
-                return _reject(f"{at}: queried id {int(pool.ids[picks[is_labeled[picks]][0]])} was already labeled")
+            picks, reason = _claimed_picks(claim, r, counts[r], want, position_of, is_labeled, pool.ids)
+            if reason:
+                return _reject(f"{at}: {reason}")
             labeled = np.flatnonzero(is_labeled)
-            key = hashlib.sha256(
-                json.dumps([bench.hash, run.seed, r, labeled.tolist()]).encode()
-            ).hexdigest()
-            metrics = None if bench.model.warm_start else cache.get(key)
             wants_model = strategy is not None and want > 0
-            model = cache.model(key) if wants_model else None
-            if metrics is None or (wants_model and model is None):
-                try:
-                    model = train_round_model(bench.model, dataset, labeled, run.seed, r, init_state=state)
-                    metrics = json.loads(json.dumps(round_metrics(model, dataset, labeled), default=float))
-                except MmalError as err:
-                    return _reject(f"{at}: replay failed: {err}")
-                trained += 1
-                if bench.model.warm_start:
-                    state = model.state()
-                else:
-                    cache.put(key, metrics)
-                    if wants_model:
-                        cache.put_model(key, model)
-            for path in bench.metrics:
-                claimed = _number(get_metric(claim.metrics, path))
-                actual = _number(get_metric(metrics, path))
-                if claimed is None:
-                    return _reject(f"{at}: metric '{path}' is missing or not a finite number in the claim")
-                if actual is None:
-                    return _reject(f"{at}: the replay produced no metric '{path}'")
-                if abs(claimed - actual) > tolerance:
-                    return _reject(
-                        f"{at}: claimed {path} {claimed:.6g} but the replay gives {actual:.6g} "
-                        f"(tolerance {tolerance:.3g})"
-                    )
+            try:
+                metrics, model, state, fresh = _replay_round(bench, cache, dataset, labeled, run.seed, r, state,
+                                                             wants_model)
+            except MmalError as err:
+                return _reject(f"{at}: replay failed: {err}")
+            trained += fresh
+            reason = _metric_difference(bench.metrics, claim.metrics, metrics, tolerance)
+            if reason:
+                return _reject(f"{at}: {reason}")
             if wants_model:
                 try:
                     chosen = _replay_selection(strategy, doc.strategy.name, model, dataset, dict(metrics),

@@ -4,7 +4,7 @@ The report dict is first laid out as a list of blocks (heading, paragraph, list,
 plot); the HTML and Markdown writers only translate blocks, so both formats show the same
 content. Every string from the database (strategy labels, dataset names, parameter values)
 is escaped: HTML-escaped on the page, table-escaped in Markdown, and drawn literally in plots
-(:func:`mmal_core.leaderboard.plot_text`, so ``$x$`` is not read as mathtext).
+(:func:`mmal_core.pages.plot_text`, so ``$x$`` is not read as mathtext).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..leaderboard.ranking import html_page, plot_text
+from ..pages import html_page, plot_text
 
 FORMATS = ("html", "md", "json")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import MmalError
+from ..extras import require_extra
 
 DEFAULT_TAG = "mmal:latest"
 #: The CUDA 12 runtime image the Dockerfile defaults to (Ubuntu 22.04: Python 3.10).
@@ -56,10 +57,9 @@ def engine_error(err: BaseException) -> MmalError:
 
 def docker_client():
     """A connected client of the Docker engine (``DOCKER_HOST`` or the default socket)."""
-    try:
-        import docker
-    except ImportError:
-        raise MmalError("mmal docker: the Docker SDK for Python is missing; install it with `pip install 'mmal[docker]'`") from None
+    require_extra("docker", what="mmal docker")
+    import docker
+
     try:
         client = docker.from_env(timeout=600)
         client.ping()

@@ -530,10 +530,11 @@ def _ray_task(worker, task: RunTask, dataset):
 
 def import_ray():
     """The ``ray`` module, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise MmalError("--executor ray: Ray is not installed; install it with `pip install 'mmal[ray]'`") from None
+    from ..extras import require_extra
+
+    require_extra("ray", what="--executor ray")
+    import ray
+
     return ray
 
 

@@ -44,7 +44,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ...plugins import benchmark_availability
 from ..benchmarks import all_benchmarks
 from ...errors import MmalError
-from ..ranking import Curve, build_leaderboard, html_page, html_sections
+from ...pages import html_page
+from ..ranking import Curve, build_leaderboard
+from ..render import html_sections
 from ..submission import SCHEMA_VERSION, metric_tolerance, parse_submission
 from .trust import label_key
 from .storage import ConfusableLabel, DuplicateResult, ServerStore
@@ -201,8 +203,6 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
     limits = limits or JobLimits()
     pool = [VerificationWorker(store, limits=limits) for _ in range(workers)] if verify else []
     limiter = RateLimiter(store, rate_limit)
-    page_cache: dict[str, Any] = {"version": None, "html": None}
-    page_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -218,7 +218,16 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
     app.state.store = store
     app.state.workers = pool
     app.state.limiter = limiter
+    _add_error_handlers(app)
+    intake = _Intake(store, limiter, pool, limits, max_body, token_budget)
+    app.post("/api/submissions", status_code=202)(intake.submit)
+    access = _Access(store)
+    _add_read_api(app, store, access)
+    _add_pages(app, store, access)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     # every error is {"error": ...}, like the API's own refusals
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -235,48 +244,74 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
         return _error(503, "the server's database is busy or unavailable; retry later", **{"Retry-After": "5"})
 
-    @app.post("/api/submissions", status_code=202)
-    async def submit(request: Request):
+
+class _Intake:
+    """``POST /api/submissions``: who may submit (token, rate, verification budget), the body
+    (type, size, JSON, schema), then storing it and waking the workers."""
+
+    def __init__(self, store: ServerStore, limiter: RateLimiter, pool: list, limits: JobLimits, max_body: int,
+                 token_budget: float):
+        self.store, self.limiter, self.pool, self.limits = store, limiter, pool, limits
+        self.max_body, self.token_budget = max_body, token_budget
+
+    async def admit(self, request: Request) -> tuple[dict[str, Any] | None, JSONResponse | None]:
+        """(the token's owner, None), or (None, the refusal)."""
+        store, limiter, limits, token_budget = self.store, self.limiter, self.limits, self.token_budget
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
-                          **{"WWW-Authenticate": "Bearer"})
+            return None, _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                                **{"WWW-Authenticate": "Bearer"})
         owner = await run_in_threadpool(store.authenticate, token.strip())
         if owner is None:
-            return _error(401, "invalid or revoked token", **{"WWW-Authenticate": "Bearer"})
+            return None, _error(401, "invalid or revoked token", **{"WWW-Authenticate": "Bearer"})
         allowed, retry = await run_in_threadpool(limiter.allow, owner["id"])
         if not allowed:
-            return _error(429, f"rate limit: at most {limiter.limit} submissions per minute per token",
-                          **{"Retry-After": str(int(retry) + 1)})
+            return None, _error(429, f"rate limit: at most {limiter.limit} submissions per minute per token",
+                                **{"Retry-After": str(int(retry) + 1)})
         if token_budget > 0:
             spent, queued = await run_in_threadpool(store.verification_load, owner["id"])
             if spent + (queued + 1) * limits.time_limit > token_budget:
-                return _error(429, f"verification budget: this token has used {spent:.0f} s of its {token_budget:.0f} s "
-                                   f"per 24 hours, and {queued} of its submissions wait (each may take up to "
-                                   f"{limits.time_limit:.0f} s); retry later", **{"Retry-After": "600"})
+                return None, _error(429, f"verification budget: this token has used {spent:.0f} s of its {token_budget:.0f} s "
+                                         f"per 24 hours, and {queued} of its submissions wait (each may take up to "
+                                         f"{limits.time_limit:.0f} s); retry later", **{"Retry-After": "600"})
+        return owner, None
+
+    async def read(self, request: Request) -> tuple[Any, int, JSONResponse | None]:
+        """(the parsed submission, its size in bytes, None), or (None, 0, the refusal)."""
+        max_body = self.max_body
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            return _error(415, f"Content-Type {ctype[:100]}: send the submission as application/json")
+            return None, 0, _error(415, f"Content-Type {ctype[:100]}: send the submission as application/json")
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):
-            return _error(413, f"request body larger than the limit of {max_body} bytes")
+            return None, 0, _error(413, f"request body larger than the limit of {max_body} bytes")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_body:
-                return _error(413, f"request body larger than the limit of {max_body} bytes")
+                return None, 0, _error(413, f"request body larger than the limit of {max_body} bytes")
         try:
             data = await run_in_threadpool(parse_json_body, bytes(body))
         except (UnicodeDecodeError, ValueError) as err:
-            return _error(400, f"malformed JSON: {err}")
+            return None, 0, _error(400, f"malformed JSON: {err}")
         try:
             doc = await run_in_threadpool(parse_submission, data, "submission")
         except MmalError as err:
-            return _error(422, str(err))
+            return None, 0, _error(422, str(err))
+        return doc, len(body), None
+
+    async def submit(self, request: Request):
+        store, pool = self.store, self.pool
+        owner, refusal = await self.admit(request)
+        if refusal is not None:
+            return refusal
+        doc, size, refusal = await self.read(request)
+        if refusal is not None:
+            return refusal
         try:
             submission_id, duplicate = await run_in_threadpool(
-                store.add_submission, owner, doc.model_dump(mode="json"), len(body)
+                store.add_submission, owner, doc.model_dump(mode="json"), size
             )
         except DuplicateResult as err:
             return JSONResponse({"error": str(err), "first": err.first or None}, status_code=409)
@@ -291,25 +326,35 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
         return JSONResponse({"id": submission_id, "status": state, "duplicate": duplicate, "status_url": url, "page_url": f"/submissions/{submission_id}"},
                             status_code=202, headers={"Location": url})
 
-    def viewer(request: Request) -> dict[str, Any] | None:
+
+class _Access:
+    """Who may see a submission: verified ones are public; pending and rejected ones (their
+    reasons, their submitter) only to the token that sent them."""
+
+    def __init__(self, store: ServerStore):
+        self.store = store
+
+    def viewer(self, request: Request) -> dict[str, Any] | None:
         """The token of the request's bearer, or None (no token, or not a valid one)."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return store.authenticate(token.strip())
+        return self.store.authenticate(token.strip())
 
-    def visible(request: Request, submission_id: int, with_document: bool = False) -> dict[str, Any] | None:
-        """The submission if the requester may see it: verified ones are public; pending and
-        rejected ones (their reasons, their submitter) only to the token that sent them."""
-        row = store.submission(submission_id, with_document) if 0 <= submission_id <= _MAX_ID else None
+    def visible(self, request: Request, submission_id: int, with_document: bool = False) -> dict[str, Any] | None:
+        """The submission if the requester may see it, else None."""
+        row = self.store.submission(submission_id, with_document) if 0 <= submission_id <= _MAX_ID else None
         if row is None or row["status"] == "verified":
             return row
-        who = viewer(request)
+        who = self.viewer(request)
         return row if who is not None and who["id"] == row["token_id"] else None
 
+
+def _add_read_api(app: FastAPI, store: ServerStore, access: _Access) -> None:
+    """Submission status, the submission schema, the benchmarks and one benchmark's leaderboard."""
     @app.get("/api/submissions/{submission_id}")
     def submission_status(submission_id: int, request: Request):
-        row = visible(request, submission_id)
+        row = access.visible(request, submission_id)
         if row is None:  # also when it is not the requester's to see: existence is not revealed
             return _error(404, f"no submission {submission_id}")
         return {
@@ -351,6 +396,12 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
                 "metric": metric, "higher_is_better": lb["higher_is_better"],
                 "rows": tables[0]["rows"] if tables else [], "curves": tables[0]["curves"] if tables else {}}
 
+
+def _add_pages(app: FastAPI, store: ServerStore, access: _Access) -> None:
+    """The HTML pages: the leaderboard (cached until the database changes) and one submission's."""
+    page_cache: dict[str, Any] = {"version": None, "html": None}
+    page_lock = threading.Lock()
+
     @app.get("/", response_class=HTMLResponse)
     def index():
         version = store.version()
@@ -377,7 +428,7 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
 
     @app.get("/submissions/{submission_id}", response_class=HTMLResponse)
     def submission_page(submission_id: int, request: Request):
-        row = visible(request, submission_id, with_document=True)
+        row = access.visible(request, submission_id, with_document=True)
         e = html.escape
         if row is None:
             return _html(html_page("not found", f"<h1>No submission {int(submission_id)}</h1>"), 404)
@@ -405,8 +456,6 @@ def create_app(db_url: str, *, max_body: int = DEFAULT_MAX_BODY, rate_limit: int
                             f"<td>{e(str(acc))}</td><td>{e(str(value)) if value is not None else '-'}</td></tr>")
         body.append("</table><p><a href=\"/\">back to the leaderboard</a></p>")
         return _html(html_page(f"submission {int(row['id'])}", "".join(body)))
-
-    return app
 
 
 __all__ = ["create_app", "leaderboard_from_submissions", "metric_tolerance", "RateLimiter"]
