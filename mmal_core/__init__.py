@@ -4,7 +4,7 @@ The public API a plugin author relies on::
 
     from mmal_core import hookimpl, Strategy, ScoreStrategy, PoolView, Dataset
     from mmal_core import MultimodalDataset, Split, ModalitySpec, MmalError, load_dataset
-    from mmal_core import Metric, MetricContext
+    from mmal_core import Metric, MetricContext, Benchmark
 
 Importing this package does not import torch; the model does, when it is first trained.
 """
@@ -12,6 +12,7 @@ Importing this package does not import torch; the model does, when it is first t
 from __future__ import annotations
 
 
+from .benchmark import Benchmark
 from .cache import Encoder, RawDataset, RawSource
 from .data import Dataset, ModalitySpec, MultimodalDataset, Split
 from .errors import ConfigError, MmalError, UnknownNameError
@@ -25,6 +26,7 @@ from .view import REQUIREMENTS, PoolView
 
 __all__ = [
     "__version__",
+    "Benchmark",
     "ConfigError",
     "Dataset",
     "Encoder",

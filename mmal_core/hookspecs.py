@@ -81,7 +81,7 @@ def mmal_register_metrics() -> list[type]:
 def mmal_register_benchmarks() -> list[object]:
     """Return benchmark specifications (named, versioned, frozen experiment specs).
 
-    Each object is a :class:`mmal_core.benchmarks.Benchmark` (dataset, model, budget, seeds,
+    Each object is a :class:`mmal_core.Benchmark` (dataset, model, budget, seeds,
     compared metrics; identified by its content hash). Called when a command needs a
     benchmark, lists them, or verifies a leaderboard submission.
     """

@@ -181,7 +181,7 @@ class FusionMLP(Model):
         return torch.device(self.device)
 
     def _build(self):
-        from .network import FusionNetwork
+        from .builtin.network import FusionNetwork
 
         return FusionNetwork(
             dims=[m.dim for m in self.modalities_],
@@ -320,7 +320,7 @@ class FusionMLP(Model):
     def _fit_stack(first, device, nets, gens, xs_all, masks, ys, epochs):
         import torch
 
-        from .network import StackedFusion
+        from .builtin.network import StackedFusion
 
         stack = StackedFusion(nets)
         xs = [torch.stack([xs_k[j] for xs_k in xs_all]) for j in range(len(xs_all[0]))]

@@ -18,7 +18,7 @@ Each check raises ``AssertionError`` with a message that says what is wrong.
 
 Kinds are told apart by base class: :class:`~mmal_core.Strategy`, :class:`~mmal_core.Dataset`,
 :class:`~mmal_core.model.Model`, :class:`~mmal_core.Encoder`, :class:`~mmal_core.Metric` (classes,
-optionally with parameters; metrics take none) and :class:`~mmal_core.benchmarks.Benchmark` (instances).
+optionally with parameters; metrics take none) and :class:`~mmal_core.Benchmark` (instances).
 """
 
 from __future__ import annotations

@@ -370,7 +370,7 @@ def _worker_context():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo is imported lazily by the first optimizer a run builds: seconds per worker
-    context.set_forkserver_preload(["torch", "torch._dynamo", "mmal_core.executors"])
+    context.set_forkserver_preload(["torch", "torch._dynamo", "mmal_core.runtime.executors"])
     return context
 
 

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import MmalError
+from ..errors import MmalError
 
 #: Smallest number of pool samples per class the probes need (a class with fewer is an error).
 MIN_PER_CLASS = 5
@@ -178,7 +178,7 @@ def _label_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -
 # --- validation ----------------------------------------------------------------------------
 def load_checked(name: str, params: dict[str, Any], seed: int):
     """Load ``name`` for ``seed`` and refuse datasets diagnose cannot measure (one line)."""
-    from .plugins import load_dataset
+    from ..plugins import load_dataset
 
     ds = load_dataset(name, seed=seed, **params)
     names = ds.modality_names
@@ -251,7 +251,7 @@ def missing_profile(ds, alpha: float = ALPHA) -> dict[str, Any]:
 
 # --- one seed's measurements ---------------------------------------------------------------------
 def _net(ds):
-    from .model import FusionMLP
+    from ..model import FusionMLP
 
     model = FusionMLP(device="cpu")
     model.setup(ds.modalities, ds.n_classes)
@@ -277,7 +277,7 @@ def _features(split, names: list[str], rows=None) -> np.ndarray:
 
 def measure_seed(ds, seed: int, reliance_budget: int) -> dict[str, Any]:
     """Learning curves, information estimates and reliance for one seed (plain floats)."""
-    from .utilization import utilization
+    from ..utilization import utilization
 
     names = ds.modality_names
     C = ds.n_classes
@@ -550,7 +550,7 @@ def diagnose(
     is the same) and reported as mean and 95% t-interval; the missingness tests use the
     first seed's dataset.
     """
-    from .extras import require_extra
+    from ..extras import require_extra
 
     require_extra("diagnose", what="mmal diagnose")
     params = dict(params or {})
