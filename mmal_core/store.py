@@ -271,6 +271,31 @@ class Store:
             )
 
     # -- reading -------------------------------------------------------------------------
+    def find_run(self, experiment_id: int, run_key: str) -> tuple[int, str] | None:
+        """(id, status) of the run ``run_key`` of an experiment, or None when it was never started."""
+        row = self.conn.execute(
+            "SELECT id, status FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, run_key)
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    def rounds_of(self, experiment_id: int, run_key: str, first: int = 0) -> list[RoundRecord]:
+        """The committed rounds ``first, first + 1, ...`` of the run ``run_key`` (without model states)."""
+        rows = self.conn.execute(
+            "SELECT o.round, o.n_labeled, o.metrics, o.queried_ids, o.timings FROM rounds o"
+            " JOIN runs r ON r.id = o.run_id WHERE r.experiment_id=? AND r.run_key=? AND o.round >= ?"
+            " ORDER BY o.round",
+            (experiment_id, run_key, first),
+        ).fetchall()
+        return [RoundRecord(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4])) for r in rows]
+
+    def count_rounds(self, experiment_id: int, run_key: str) -> int:
+        """How many rounds of the run ``run_key`` are committed."""
+        row = self.conn.execute(
+            "SELECT COUNT(o.round) FROM runs r JOIN rounds o ON o.run_id = r.id WHERE r.experiment_id=? AND r.run_key=?",
+            (experiment_id, run_key),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def rounds(self, run_id: int, with_state: bool = False) -> list[RoundRecord]:
         cols = "round, n_labeled, metrics, queried_ids, timings" + (", model_state" if with_state else "")
         out = []
