@@ -32,7 +32,7 @@ def build(
     wheelhouse_only: bool = typer.Option(False, "--wheelhouse-only", help="Only build ./wheelhouse, not the image."),
 ) -> None:
     """Build ./wheelhouse (wheels of mmal, its plugins and every dependency), then the image."""
-    from .. import docker_tools as dt
+    from ..runtime import docker as dt
 
     root = dt.find_source(source)
     plugins = [Path(p) if Path(p).is_absolute() else root / p for p in dt.split_list(plugin)] or dt.default_plugins(root)
@@ -76,7 +76,7 @@ def run(
     Options after CONFIG that this command does not know go to `mmal run` (e.g. --workers 2).
     The exit status is mmal's inside the container.
     """
-    from .. import docker_tools as dt
+    from ..runtime import docker as dt
     from ..cache import cache_dir
     from ..config import load_config
     from ..store import check_writable
