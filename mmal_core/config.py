@@ -137,7 +137,7 @@ class MetricsSpec(_Strict):
         raise ValueError("expected auto, true or false")
 
     def enabled(self, n_modalities: int) -> bool:
-        from .utilization import MAX_SHAPLEY_MODALITIES
+        from .coalitions import MAX_SHAPLEY_MODALITIES
 
         if self.utilization == "auto":
             return n_modalities <= MAX_SHAPLEY_MODALITIES

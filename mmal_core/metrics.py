@@ -158,12 +158,12 @@ class MetricContext:
 
     def coalition_probs(self) -> list[np.ndarray]:
         """(n_test, C) probabilities of every coalition of modalities, indexed by bitmask
-        (:func:`mmal_core.utilization.coalition_probs`); entry 0, the empty coalition, is the
+        (:func:`mmal_core.coalitions.coalition_probs`); entry 0, the empty coalition, is the
         add-one smoothed label prior of the labeled set (need ``coalitions``)."""
         self._need("coalitions")
 
         def run():
-            from .utilization import check_modality_count, coalition_probs, label_prior
+            from .coalitions import check_modality_count, coalition_probs, label_prior
 
             check_modality_count(len(self.modality_names), f"dataset '{self.dataset.name}'")
             probs = coalition_probs(self.model, self.test, self.modality_names)

@@ -11,7 +11,7 @@ modality name, stored in the round's metrics:
     modalities in ``S`` are present (the others masked as missing). The empty coalition
     predicts the label prior: the class frequencies of the labeled set, add-one smoothed so
     that its log-likelihood is finite. Exact enumeration of the ``2^M`` coalitions, hence
-    ``M <= 8`` (:data:`MAX_SHAPLEY_MODALITIES`). Efficiency holds: the values sum to
+    ``M <= 8`` (:data:`mmal_core.coalitions.MAX_SHAPLEY_MODALITIES`). Efficiency holds: the values sum to
     ``v(all) - v(empty)``.
 ``contribution.{m}``
     Normalised contribution ``c_m = max(phi_m, 0) / sum_k max(phi_k, 0)`` from the accuracy
@@ -38,61 +38,19 @@ modality name, stored in the round's metrics:
 
 from __future__ import annotations
 
-from math import factorial
 from typing import Any
 
 import numpy as np
 
-from .errors import MmalError
+from .coalitions import (  # noqa: F401 (the names the utilization metrics are made of, used here and re-exported)
+    MAX_SHAPLEY_MODALITIES,
+    check_modality_count,
+    coalition_masks,
+    coalition_probs,
+    label_prior,
+    shapley_from_coalitions,
+)
 from .metrics import CONTEXT_NEEDS, Metric, MetricContext, compute_metrics, log_likelihood
-
-#: Exact Shapley values enumerate 2^M coalitions; beyond this they are refused.
-MAX_SHAPLEY_MODALITIES = 8
-
-
-def check_modality_count(n_modalities: int, where: str) -> None:
-    """Raise :class:`MmalError` when exact Shapley metrics cannot be computed for ``n_modalities``."""
-    if n_modalities > MAX_SHAPLEY_MODALITIES:
-        raise MmalError(
-            f"{where}: exact Shapley utilization metrics support at most {MAX_SHAPLEY_MODALITIES} modalities, "
-            f"the dataset has {n_modalities}; set 'metrics: {{utilization: false}}' in the config to skip them"
-        )
-
-
-def coalition_masks(n_modalities: int) -> np.ndarray:
-    """(2^M, M) bool: row ``s`` has modality ``j`` present iff bit ``j`` of ``s`` is set."""
-    s = np.arange(2**n_modalities)[:, None]
-    return ((s >> np.arange(n_modalities)[None, :]) & 1).astype(bool)
-
-
-def shapley_from_coalitions(values: np.ndarray) -> np.ndarray:
-    """Exact Shapley values from the value of every coalition.
-
-    values: (2^M, ...) array; ``values[s]`` is the value of the coalition whose members are the
-        set bits of ``s`` (``values[0]`` the empty coalition). Trailing axes are batched, so
-        per-sample games (``(2^M, n)``) are solved at once.
-    Returns: (M, ...) array ``phi`` with ``phi.sum(0) == values[-1] - values[0]`` (efficiency).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n_coalitions = values.shape[0]
-    M = n_coalitions.bit_length() - 1
-    if n_coalitions != 2**M or M < 1:
-        raise MmalError(f"shapley: expected 2^M coalition values, got {n_coalitions}")
-    sizes = coalition_masks(M).sum(axis=1)
-    weight = np.array([factorial(k) * factorial(M - k - 1) / factorial(M) for k in range(M)])
-    phi = np.zeros((M,) + values.shape[1:])
-    for j in range(M):
-        without = np.flatnonzero(((np.arange(n_coalitions) >> j) & 1) == 0)
-        gain = values[without | (1 << j)] - values[without]
-        w = weight[sizes[without]].reshape((-1,) + (1,) * (values.ndim - 1))
-        phi[j] = (w * gain).sum(axis=0)
-    return phi
-
-
-def label_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) class frequencies of ``labels``, add-one smoothed (never zero)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
-    return (counts + 1.0) / (counts.sum() + n_classes)
 
 
 def normalised_contributions(phi: dict[str, float]) -> dict[str, float]:
@@ -161,26 +119,6 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1
 
 def _accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else float("nan")
-
-
-def coalition_probs(model: Any, split: Any, names: list[str]) -> list[np.ndarray]:
-    """Fused (n, C) probabilities on ``split`` for every non-empty coalition, indexed by bitmask.
-
-    Entry ``s`` (1 <= s < 2^M) is the prediction with only the modalities of bitmask ``s``
-    present; entry 0 is None (the empty coalition is the label prior, see :func:`utilization`).
-    Uses one ``subset_probs`` pass when the model provides it, else one masked pass per coalition.
-    """
-    M = len(names)
-    masks = coalition_masks(M)
-    out: list[Any] = [None] * (2**M)
-    if "subset_probs" in model.provided():
-        subsets = model.predict(split, want={"subset_probs"})["subset_probs"]
-        for s in range(1, 2**M):
-            out[s] = subsets[tuple(m for m, keep in zip(names, masks[s]) if keep)]
-    else:
-        for s in range(1, 2**M):
-            out[s] = model.predict(split, want={"probs"}, keep=masks[s])["probs"]
-    return out
 
 
 # -- the utilization metrics, as registered metrics (see mmal_core.metrics.Metric) ---------------
