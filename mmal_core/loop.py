@@ -20,9 +20,11 @@ and started again reproduces the uninterrupted result exactly (on CPU).
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +103,48 @@ class Callbacks:
     def round_finished(self, spec: RunSpec, record: RoundRecord) -> None: ...
 
     def run_finished(self, outcome: RunOutcome) -> None: ...
+
+
+# -- a run that fails: one line for it, whether another attempt can help, its outcome -----------
+def describe_error(err: BaseException) -> str:
+    """One line for a failed attempt: the message of a user error, else type, message and place."""
+    if isinstance(err, MmalError):
+        return str(err)
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text}{where}"
+
+
+class NotRetried(str):
+    """The error of an attempt that another attempt would only repeat: an :class:`MmalError`
+    (a plugin that breaks the contract, a corrupt cache, a bad parameter) fails the same way
+    every time, unlike a killed worker or an out-of-memory error, so it is not retried."""
+
+
+def error_of(err: BaseException) -> str:
+    """One line for a failed attempt, marked :class:`NotRetried` when retrying cannot help."""
+    text = describe_error(err)
+    return NotRetried(text) if isinstance(err, MmalError) else text
+
+
+def failed_outcome(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:
+    """The outcome of a run that used up its attempts: the rounds it kept, and why it stopped."""
+    found = store.find_run(experiment_id, spec.key)
+    outcome = RunOutcome(spec, found[0] if found else -1, "failed", error=error)
+    if found is not None:
+        rounds = store.rounds(found[0])
+        outcome.resumed_rounds = len(rounds)
+        outcome.n_labeled = [r.n_labeled for r in rounds]
+        outcome.accuracy = [r.metrics.get("accuracy", float("nan")) for r in rounds]
+        store.set_status(found[0], "failed", error)
+    return outcome
+
+
+def notify_failure(callbacks: Callbacks, spec: RunSpec, attempt: int, reason: str, will_retry: bool) -> None:
+    hook = getattr(callbacks, "run_failed", None)
+    if hook is not None:
+        hook(spec, attempt, reason, will_retry)
 
 
 def environment() -> dict[str, Any]:
@@ -597,19 +641,17 @@ def execute_group(
 def _retry_alone(spec: RunSpec, err: BaseException, store: Store, experiment_id: int, callbacks: Callbacks,
                  retries: int) -> RunOutcome:
     """A run of a group that raised: retried on its own while it may help, else marked failed."""
-    from .runtime.executors import _error_of, _failed_outcome, _notify_failure, NotRetried
-
-    attempt, error = 1, _error_of(err)
+    attempt, error = 1, error_of(err)
     while not isinstance(error, NotRetried) and attempt <= retries:
-        _notify_failure(callbacks, spec, attempt, error, True)
+        notify_failure(callbacks, spec, attempt, error, True)
         attempt += 1
         try:
             return execute_run(spec, store, experiment_id, callbacks, _DatasetCache())
         except Exception as again:
-            error = _error_of(again)
-    _notify_failure(callbacks, spec, attempt, error, False)
+            error = error_of(again)
+    notify_failure(callbacks, spec, attempt, error, False)
     tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
-    outcome = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
+    outcome = failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
     callbacks.run_finished(outcome)
     return outcome
 
@@ -666,7 +708,7 @@ def run_experiment(
 ) -> list[RunOutcome]:
     """Validate, then run or resume every run of ``config`` into the database at ``db_path``.
 
-    executor: an :class:`mmal_core.executors.Executor` that spreads the runs over processes
+    executor: an :class:`mmal_core.runtime.executors.Executor` that spreads the runs over processes
     or a Ray cluster (its own ``lockstep`` setting applies); None runs them in this process.
     lockstep: train the runs that share dataset, model and budget together (see
     :func:`execute_group`) when the model has a batched path; False: one run at a time.

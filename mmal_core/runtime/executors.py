@@ -29,21 +29,19 @@ row impossible to create twice. The parent follows progress by reading the datab
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import threading
-import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import MmalError
-from ..loop import (Callbacks, RunOutcome, RunSpec, _DatasetCache, _DatasetsBySeed, execute_group, execute_run,
-                   is_group, plan_groups)
-from ..store import RoundRecord, Store
+from ..loop import (Callbacks, NotRetried, RunOutcome, RunSpec, _DatasetCache, _DatasetsBySeed, describe_error, error_of,
+                   execute_group, execute_run, failed_outcome, is_group, notify_failure, plan_groups)
+from ..store import Store
 
 #: How often (seconds) the parent looks at workers and at the database for progress.
 POLL_SECONDS = 0.25
@@ -104,34 +102,10 @@ def execute_task(task: RunTask, dataset=None) -> RunOutcome | list[RunOutcome]:
         try:
             return execute_run(task.spec, store, task.experiment_id, None, datasets)
         except BaseException as err:
-            row = store.conn.execute(
-                "SELECT id FROM runs WHERE experiment_id=? AND run_key=?", (task.experiment_id, task.spec.key)
-            ).fetchone()
-            if row is not None:
-                store.set_status(int(row[0]), "failed", describe_error(err))
+            found = store.find_run(task.experiment_id, task.spec.key)
+            if found is not None:
+                store.set_status(found[0], "failed", describe_error(err))
             raise
-
-
-def describe_error(err: BaseException) -> str:
-    """One line for a failed attempt: the message of a user error, else type, message and place."""
-    if isinstance(err, MmalError):
-        return str(err)
-    frames = traceback.extract_tb(err.__traceback__)
-    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-    text = " ".join(str(err).split()) or "no message"
-    return f"{type(err).__name__}: {text}{where}"
-
-
-class NotRetried(str):
-    """The error of an attempt that another attempt would only repeat: an :class:`MmalError`
-    (a plugin that breaks the contract, a corrupt cache, a bad parameter) fails the same way
-    every time, unlike a killed worker or an out-of-memory error, so it is not retried."""
-
-
-def _error_of(err: BaseException) -> str:
-    """One line for a failed attempt, marked :class:`NotRetried` when retrying cannot help."""
-    text = describe_error(err)
-    return NotRetried(text) if isinstance(err, MmalError) else text
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -154,12 +128,7 @@ class _ProgressFollower:
         self.watched: dict[str, tuple[RunSpec, int]] = {}  # run key -> (spec, rounds reported)
 
     def rounds_done(self, spec: RunSpec) -> int:
-        row = self.store.conn.execute(
-            "SELECT COUNT(o.round) FROM runs r JOIN rounds o ON o.run_id = r.id"
-            " WHERE r.experiment_id=? AND r.run_key=?",
-            (self.experiment_id, spec.key),
-        ).fetchone()
-        return int(row[0]) if row else 0
+        return self.store.count_rounds(self.experiment_id, spec.key)
 
     def watch(self, spec: RunSpec) -> None:
         if spec.key in self.watched:
@@ -174,50 +143,21 @@ class _ProgressFollower:
 
     def poll(self) -> None:
         for key, (spec, reported) in list(self.watched.items()):
-            rows = self.store.conn.execute(
-                "SELECT o.round, o.n_labeled, o.metrics, o.queried_ids, o.timings FROM rounds o"
-                " JOIN runs r ON r.id = o.run_id WHERE r.experiment_id=? AND r.run_key=? AND o.round >= ?"
-                " ORDER BY o.round",
-                (self.experiment_id, key, reported),  # rounds are numbered 0, 1, ... without gaps
-            ).fetchall()
-            for row in rows:
-                record = RoundRecord(row[0], row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]))
+            records = self.store.rounds_of(self.experiment_id, key, reported)  # rounds are numbered 0, 1, ...
+            for record in records:
                 self.callbacks.round_finished(spec, record)
-            self.watched[key] = (spec, reported + len(rows))
-
-
-def _failed_outcome(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:
-    """The outcome of a run that used up its attempts: the rounds it kept, and why it stopped."""
-    row = store.conn.execute(
-        "SELECT id FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, spec.key)
-    ).fetchone()
-    outcome = RunOutcome(spec, int(row[0]) if row else -1, "failed", error=error)
-    if row is not None:
-        rounds = store.rounds(int(row[0]))
-        outcome.resumed_rounds = len(rounds)
-        outcome.n_labeled = [r.n_labeled for r in rounds]
-        outcome.accuracy = [r.metrics.get("accuracy", float("nan")) for r in rounds]
-        store.set_status(int(row[0]), "failed", error)
-    return outcome
+            self.watched[key] = (spec, reported + len(records))
 
 
 def _outcome_of_unit_run(store: Store, experiment_id: int, spec: RunSpec, error: str) -> RunOutcome:
     """What a run of a lockstep group whose worker died comes to: finished if it had finished
     before, else failed with ``error`` (its committed rounds kept)."""
-    row = store.conn.execute(
-        "SELECT id, status FROM runs WHERE experiment_id=? AND run_key=?", (experiment_id, spec.key)
-    ).fetchone()
-    if row is None or row[1] != "finished":
-        return _failed_outcome(store, experiment_id, spec, error)
-    rounds = store.rounds(int(row[0]))
-    return RunOutcome(spec, int(row[0]), "finished", [r.n_labeled for r in rounds],
+    found = store.find_run(experiment_id, spec.key)
+    if found is None or found[1] != "finished":
+        return failed_outcome(store, experiment_id, spec, error)
+    rounds = store.rounds(found[0])
+    return RunOutcome(spec, found[0], "finished", [r.n_labeled for r in rounds],
                       [r.metrics.get("accuracy", float("nan")) for r in rounds], resumed_rounds=len(rounds))
-
-
-def _notify_failure(callbacks: Callbacks, spec: RunSpec, attempt: int, reason: str, will_retry: bool) -> None:
-    hook = getattr(callbacks, "run_failed", None)
-    if hook is not None:
-        hook(spec, attempt, reason, will_retry)
 
 
 class Executor:
@@ -295,7 +235,7 @@ class _SlotScheduler(Executor):
                         continue
                     will_retry = attempt <= self.retries and not isinstance(error, NotRetried)
                     for i in unit:
-                        _notify_failure(callbacks, specs[i], attempt, error, will_retry)
+                        notify_failure(callbacks, specs[i], attempt, error, will_retry)
                     if will_retry:
                         pending.appendleft((u, attempt + 1))
                         continue
@@ -448,12 +388,12 @@ class LocalExecutor(_SlotScheduler):
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as err:
-                    error = _error_of(err)
+                    error = error_of(err)
                     will_retry = attempt <= self.retries and not isinstance(error, NotRetried)
-                    _notify_failure(callbacks, spec, attempt, error, will_retry)
+                    notify_failure(callbacks, spec, attempt, error, will_retry)
                     if not will_retry:
                         tries = f"{attempt} attempts" if attempt > 1 else "1 attempt"
-                        outcome = _failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
+                        outcome = failed_outcome(store, experiment_id, spec, f"failed after {tries}: {error}")
                         callbacks.run_finished(outcome)
                         break
                     attempt += 1
