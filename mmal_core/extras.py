@@ -22,7 +22,7 @@ from .errors import MmalError
 
 #: extra -> the import names a command of that extra needs (what ``find_spec`` looks for).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "report": ("scipy", "matplotlib", "statsmodels", "scikit_posthocs", "pandas"),
+    "report": ("scipy", "matplotlib", "statsmodels", "scikit_posthocs"),
     "diagnose": ("scipy", "sklearn"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "scipy", "matplotlib"),
     "ray": ("ray",),

@@ -150,3 +150,24 @@ def test_the_old_benchmark_module_path_still_imports_with_a_warning():
     with pytest.warns(DeprecationWarning, match="mmal_core.leaderboard.benchmarks.get_benchmark"):
         from mmal_core.benchmarks import get_benchmark
     assert get_benchmark("synthetic-missing").name == "synthetic-missing"
+
+
+def test_every_extra_the_code_names_is_declared_with_its_packages_and_in_all():
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from mmal_core.extras import EXTRAS
+
+    declared = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    providers = md.packages_distributions()
+    for extra, modules in EXTRAS.items():
+        assert extra in declared, f"the code asks for mmal[{extra}], pyproject.toml does not declare it"
+        dists = {canonicalize_name(Requirement(r).name) for r in declared[extra]}
+        for module in modules:
+            assert {canonicalize_name(d) for d in providers.get(module, [])} & dists, (
+                f"mmal[{extra}] does not bring {module}")
+    everything = {e for r in declared["all"] for e in Requirement(r).extras}
+    assert everything == set(declared) - {"all", "test"}, everything
