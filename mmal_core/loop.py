@@ -311,6 +311,13 @@ def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
     :class:`~mmal_core.metrics.MetricContext`; the utilization ones (Shapley values, ablations,
     heads, probes) unless ``options`` turn them off. A plugin's metric that fails is a one-line
     :class:`MmalError` naming the plugin and the metric."""
+    chosen = chosen_metrics(model, dataset, options)
+    ctx = MetricContext(model, dataset, labeled, prefetch={f for m, _ in chosen for f in m.needs})
+    return compute_metrics(chosen, ctx)
+
+
+def chosen_metrics(model: Any, dataset: MultimodalDataset, options: MetricsSpec | None = None) -> list[tuple[Any, str]]:
+    """(metric, who) of every metric :func:`round_metrics` computes for ``model`` on ``dataset``."""
     use_utilization = (options or MetricsSpec()).enabled(len(dataset.modalities))
     available = frozenset(model.provided()) | CONTEXT_NEEDS
     chosen = []
@@ -318,8 +325,7 @@ def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
         cls = entry.obj
         if cls.needs <= available and (use_utilization or not cls.utilization):
             chosen.append((cls(), f"metric '{entry.name}' of plugin '{entry.plugin}' ({entry.dist})"))
-    ctx = MetricContext(model, dataset, labeled, prefetch={f for m, _ in chosen for f in m.needs})
-    return compute_metrics(chosen, ctx)
+    return chosen
 
 
 def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
@@ -417,8 +423,10 @@ class _Run:
         model.setup(self.dataset.modalities, self.dataset.n_classes)
         return model
 
-    def finish_round(self, model: Any, train_seconds: float) -> None:
-        """Evaluate the round's trained model, query, commit the round."""
+    def finish_round(self, model: Any, train_seconds: float, shared: dict[str, float] | None = None) -> None:
+        """Evaluate the round's trained model, query, commit the round.
+
+        shared: seconds of this run's share of batched passes (``evaluate``, ``predict``)."""
         spec, dataset, rnd = self.spec, self.dataset, self.rnd
         pool = dataset.train
         labeled = self.labeled()
@@ -433,6 +441,8 @@ class _Run:
                                   self.schedule[rnd], spec.seed, rnd, timings)
             queried = pool.ids[chosen].tolist()
             metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
+        for k, v in (shared or {}).items():
+            timings[k] = timings.get(k, 0.0) + v
         if spec.model.warm_start:
             self.state = model.state()
         record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, self.state if spec.model.warm_start else None)
@@ -527,6 +537,145 @@ def _fit_group(runs: list[_Run]) -> list[Any]:
     return models
 
 
+#: Model fields a batched pass computes ahead for the known calls of a round.
+_PASS_FIELDS = frozenset({"probs", "embeddings", "modality_probs", "modality_embeddings", "mc_probs", "subset_probs"})
+
+
+def _round_requests(run: _Run, model: Any) -> list[dict[str, Any]]:
+    """The ``predict`` calls the round of ``run`` will make of ``model`` (see :func:`round_metrics`
+    and :func:`select_round`), each with every field asked of the same rows: the test split for
+    the metrics, the labeled rows for the probes and the view, the unlabeled rows for the view."""
+    provided = frozenset(model.provided())
+    needs: set[str] = set()
+    labeled_needs: set[str] = set()
+    for metric, _ in chosen_metrics(model, run.dataset, run.spec.metrics):
+        needs |= metric.needs
+        if "labeled" in metric.needs:
+            labeled_needs |= metric.needs
+    test = needs & provided
+    if "coalitions" in needs and "subset_probs" in provided:
+        test.add("subset_probs")
+    pool, labeled = run.dataset.train, run.labeled()
+    requests = [{"split": run.dataset.test, "index": None, "want": test, "params": {}}] if test else []
+    if "keep" in needs and "probs" in provided:  # one modality kept at a time (modality_accuracy)
+        M = len(run.dataset.modalities)
+        requests += [{"split": run.dataset.test, "index": None, "want": {"probs"}, "params": {}, "keep": np.arange(M) == j}
+                     for j in range(M)]
+    lab = labeled_needs & provided - {"mc_probs", "subset_probs"}
+    if run.rnd < len(run.schedule):
+        requires = set(run.strategy.requires)
+        params = view_params(run.strategy)
+        lab |= {f.removeprefix("labeled_") for f in requires if f.startswith("labeled_")} & provided
+        unl = (requires & provided) - {"labeled_embeddings", "labeled_modality_embeddings"}
+        if unl:
+            requests.append({"split": pool, "index": np.flatnonzero(~run.is_labeled), "want": unl, "params": params})
+    if lab:
+        requests.append({"split": pool, "index": labeled, "want": lab, "params": {}})
+    return requests
+
+
+def _answer_problem(answers: Any, requests: list[dict[str, Any]], n_classes: int) -> str | None:
+    """What is wrong with a batched answer (count, fields, shapes), or None."""
+    if not isinstance(answers, (list, tuple)) or len(answers) != len(requests):
+        got = f"{len(answers)} answers" if isinstance(answers, (list, tuple)) else f"a {type(answers).__name__}"
+        return f"returned {got} for {len(requests)} requests"
+    for k, (answer, request) in enumerate(zip(answers, requests)):
+        if not isinstance(answer, dict):
+            return f"answer {k} is a {type(answer).__name__}, not a dict"
+        split, index = request["split"], request["index"]
+        n = len(split) if index is None else len(index)
+        for field in request["want"]:
+            if field not in answer:
+                return f"answer {k} has no '{field}'"
+            value = answer[field]
+            parts = value.values() if isinstance(value, dict) else [value]
+            if isinstance(value, dict) and field in ("modality_probs", "modality_embeddings") \
+                    and list(value) != list(split.modalities):
+                return f"answer {k}: '{field}' has keys {list(value)}, expected {list(split.modalities)}"
+            for part in parts:
+                shape = np.shape(part)
+                rows = shape[1] if field == "mc_probs" and len(shape) == 3 else (shape[0] if shape else None)
+                classes_ok = field not in ("probs", "modality_probs", "mc_probs", "subset_probs") \
+                    or (shape and shape[-1] == n_classes)
+                if rows != n or len(shape) != (3 if field == "mc_probs" else 2) or not classes_ok:
+                    return f"answer {k}: '{field}' has shape {shape} for {n} rows"
+    return None
+
+
+def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float]]:
+    """Answer the known predict calls of this round of ``runs`` (:func:`_round_requests`) with
+    two batched calls (``Model.predict_many``: the test split, then the pool) and return each
+    model wrapped so that its round reads the answers (:class:`_Answered`), with each run's
+    share of the seconds. A batched path that
+    raises or answers the wrong count or shapes is reported in one line and the runs
+    predict one at a time; nothing is written before that."""
+    import logging
+
+    cls = type(models[0])
+    batched = getattr(cls, "predict_many", None)
+    if not callable(batched):
+        return models, {}
+    known: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in models]
+    seconds = {"evaluate": 0.0, "predict": 0.0}
+    try:
+        per_run = [_round_requests(run, model) for run, model in zip(runs, models)]
+    except Exception:
+        return models, {}  # the round reports it, one run at a time
+    slots: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for k, requests in enumerate(per_run):
+        for request in requests:
+            kind = "evaluate" if request["split"] is runs[k].dataset.test else "predict"
+            slots.setdefault(kind, []).append((k, request))
+    for kind, calls in slots.items():
+        requests = [request for _, request in calls]
+        t0 = time.perf_counter()
+        try:
+            answers = batched([models[k] for k, _ in calls], requests)
+            problem = _answer_problem(answers, requests, runs[0].dataset.n_classes)
+        except Exception as err:
+            problem = f"raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        if problem:
+            entry = get_plugin_manager().entries("model").get(runs[0].spec.model.name)
+            who = f"model '{runs[0].spec.model.name}'" + (f" of plugin '{entry.plugin}' ({entry.dist})" if entry else "")
+            logging.getLogger("mmal").warning("%s: predict_many %s; these %d runs predict one at a time",
+                                              who, problem, len(runs))
+            return models, {}
+        seconds[kind] += time.perf_counter() - t0
+        for (k, request), answer in zip(calls, answers):
+            known[k].append((request, answer))
+    share = {kind: s / len(models) for kind, s in seconds.items()}
+    return [_Answered(model, answers) for model, answers in zip(models, known)], share
+
+
+class _Answered:
+    """A fitted model whose predictions for its round's known calls were computed in a batch:
+    ``predict`` returns a copy of the answer when a call asks for no more than it covers (same
+    split, rows and ``keep``, the same MC-dropout settings), and asks the model otherwise.
+    Everything else is the model's."""
+
+    def __init__(self, model: Any, answers: list[tuple[dict[str, Any], dict[str, Any]]]):
+        self._model, self._answers = model, answers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+        want, params = set(want), params or {}
+        if not want and self._answers:
+            return {}
+        for request, answer in self._answers:
+            known = request.get("keep")
+            if ((keep is None) == (known is None) and (keep is None or np.array_equal(np.asarray(keep, dtype=bool), known))
+                    and split is request["split"] and want <= request["want"]
+                    and (index is None) == (request["index"] is None)
+                    and (index is None or np.array_equal(np.asarray(index), request["index"]))
+                    and ("mc_probs" not in want or all(params.get(p) == request["params"].get(p)
+                                                       for p in ("mc_samples", "mc_seed")))):
+                return {f: {m: np.array(v) for m, v in answer[f].items()} if isinstance(answer[f], dict)
+                        else np.array(answer[f]) for f in want}
+        return self._model.predict(split, index, want, params, keep)
+
+
 def execute_group(
     specs: list[RunSpec],
     store: Store,
@@ -582,9 +731,10 @@ def execute_group(
                     active.pop(i)
                 continue
             train_seconds = (time.perf_counter() - t0) / len(same)
+            models, shared = _predict_group([active[i] for i in same], models)
             for i, model in zip(same, models):
                 try:
-                    active[i].finish_round(model, train_seconds)
+                    active[i].finish_round(model, train_seconds, shared)
                 except Exception as err:
                     errors[i] = err
                     active.pop(i)

@@ -70,6 +70,30 @@ def test_any_group_size_and_order_gives_the_same_rounds(tmp_path, reference, ord
     assert got and all(got[k] == reference[k] for k in got)
 
 
+def test_group_evaluates_and_builds_views_in_batched_passes(tmp_path, reference, monkeypatch):
+    """Test metrics, utilization (coalitions, kept modalities, probes) and every strategy's
+    PoolView fields come from the batched passes: no per-run predict, same stored rounds."""
+    calls, batched = [], []
+    predict, predict_many = FusionMLP.predict, FusionMLP.predict_many.__func__
+
+    def one(self, *args, **kwargs):
+        calls.append(kwargs.get("want"))
+        return predict(self, *args, **kwargs)
+
+    def many(cls, models, requests):
+        batched.append(len(requests))
+        return predict_many(cls, models, requests)
+
+    monkeypatch.setattr(FusionMLP, "predict", one)
+    monkeypatch.setattr(FusionMLP, "predict_many", classmethod(many))
+    db = tmp_path / "batched.db"
+    run_experiment(_config(), str(db))
+    assert calls == [] and len(batched) == 2 * 3  # the test split and the pool, each round
+    metrics = next(iter(reference.values()))[1]
+    assert {"shapley_accuracy", "modality_accuracy", "probe_accuracy", "head_accuracy"} <= set(metrics)
+    assert rounds(db) == reference
+
+
 def test_workers_two_split_groups_over_processes(tmp_path, reference):
     db = tmp_path / "workers.db"
     executor = LocalExecutor(workers=2)
