@@ -512,6 +512,12 @@ class _DatasetsBySeed(_DatasetCache):
         return self.cache[key]
 
 
+def _model_who(name: str) -> str:
+    """How a warning names a model plugin: ``model 'x' of plugin 'p' (dist)``."""
+    entry = get_plugin_manager().entries("model").get(name)
+    return f"model '{name}'" + (f" of plugin '{entry.plugin}' ({entry.dist})" if entry else "")
+
+
 def _fit_group(runs: list[_Run]) -> list[Any]:
     """Train this round's models of ``runs`` (same model spec, equal labeled sizes) in one
     ``fit_many``; a plugin whose batched path raises is reported in one line and the runs
@@ -529,8 +535,8 @@ def _fit_group(runs: list[_Run]) -> list[Any]:
 
         text = " ".join(str(err).split())[:200]
         logging.getLogger("mmal").warning(
-            "model '%s': fit_many failed (%s: %s); training these %d runs one at a time",
-            runs[0].spec.model.name, type(err).__name__, text, len(runs))
+            "%s: fit_many failed (%s: %s); training these %d runs one at a time",
+            _model_who(runs[0].spec.model.name), type(err).__name__, text, len(runs))
     models = [run.new_model() for run in runs]
     for model, (pool, labeled, seed, state) in zip(models, jobs):
         model.fit(pool, labeled, seed=seed, init_state=state)
@@ -602,13 +608,13 @@ def _answer_problem(answers: Any, requests: list[dict[str, Any]], n_classes: int
     return None
 
 
-def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float]]:
+def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float] | None]:
     """Answer the known predict calls of this round of ``runs`` (:func:`_round_requests`) with
     two batched calls (``Model.predict_many``: the test split, then the pool) and return each
     model wrapped so that its round reads the answers (:class:`_Answered`), with each run's
     share of the seconds. A batched path that
     raises or answers the wrong count or shapes is reported in one line and the runs
-    predict one at a time; nothing is written before that."""
+    predict one at a time (seconds None); nothing is written before that."""
     import logging
 
     cls = type(models[0])
@@ -635,11 +641,9 @@ def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict
         except Exception as err:
             problem = f"raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
         if problem:
-            entry = get_plugin_manager().entries("model").get(runs[0].spec.model.name)
-            who = f"model '{runs[0].spec.model.name}'" + (f" of plugin '{entry.plugin}' ({entry.dist})" if entry else "")
             logging.getLogger("mmal").warning("%s: predict_many %s; these %d runs predict one at a time",
-                                              who, problem, len(runs))
-            return models, {}
+                                              _model_who(runs[0].spec.model.name), problem, len(runs))
+            return models, None
         seconds[kind] += time.perf_counter() - t0
         for (k, request), answer in zip(calls, answers):
             known[k].append((request, answer))
@@ -701,6 +705,7 @@ def execute_group(
     outcomes: dict[int, RunOutcome] = {}
     errors: dict[int, BaseException] = {}
     active: dict[int, _Run] = {}
+    batched_predict, shared = True, None
     for i, spec in enumerate(specs):
         try:
             active[i] = _Run(spec, store, experiment_id, callbacks, datasets)
@@ -731,7 +736,9 @@ def execute_group(
                     active.pop(i)
                 continue
             train_seconds = (time.perf_counter() - t0) / len(same)
-            models, shared = _predict_group([active[i] for i in same], models)
+            if batched_predict:
+                models, shared = _predict_group([active[i] for i in same], models)
+                batched_predict = shared is not None  # a broken batched path is reported once
             for i, model in zip(same, models):
                 try:
                     active[i].finish_round(model, train_seconds, shared)

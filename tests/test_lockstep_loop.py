@@ -132,12 +132,44 @@ class Broken(FusionMLP):
         raise ValueError("shapes do not match")
 
 
+class ShortAnswers(FusionMLP):
+    """A batched predict that leaves out the last request's answer."""
+
+    name = "short-answers"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        return super().predict_many(models, requests)[:-1]
+
+
+class WrongShapes(FusionMLP):
+    """A batched predict whose fused probabilities lose a row."""
+
+    name = "wrong-shapes"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        answers = super().predict_many(models, requests)
+        for answer in answers:
+            if "probs" in answer:
+                answer["probs"] = answer["probs"][1:]
+        return answers
+
+
+class RaisingPredict(FusionMLP):
+    name = "raising-predict"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        raise IndexError("stack too small")
+
+
 @pytest.fixture
 def models():
     class Plugin:
         @hookimpl
         def mmal_register_models(self):
-            return [Plain, Broken]
+            return [Plain, Broken, ShortAnswers, WrongShapes, RaisingPredict]
 
     previous = reset_plugin_manager(None)
     pm = get_plugin_manager()
@@ -154,8 +186,27 @@ def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, mo
     outcomes = run_experiment(cfg, str(db))
     assert all(o.status == "finished" for o in outcomes)
     if name == "broken-lockstep":
-        assert "model 'broken-lockstep': fit_many failed (ValueError: shapes do not match)" in caplog.text
+        assert ("model 'broken-lockstep' of plugin 'test-models' (mmal-test-models): fit_many failed "
+                "(ValueError: shapes do not match); training these 14 runs one at a time") in caplog.text
     # the same networks as fusion-mlp's: only the model's name (and so the run keys) differ
+    assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("short-answers", "returned 41 answers for 42 requests"),
+    ("wrong-shapes", "answer 0: 'probs' has shape (89, 4) for 90 rows"),
+    ("raising-predict", "raised IndexError: stack too small"),
+])
+def test_batched_predict_with_wrong_answers_falls_back_to_one_run_at_a_time(tmp_path, reference, models, name,
+                                                                           problem, caplog):
+    cfg = _config(model={"name": name, "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}})
+    db = tmp_path / "bad.db"
+    outcomes = run_experiment(cfg, str(db))
+    assert all(o.status == "finished" for o in outcomes)
+    lines = [r.getMessage() for r in caplog.records if "predict_many" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]  # once per group, one line
+    assert lines[0] == (f"model '{name}' of plugin 'test-models' (mmal-test-models): predict_many {problem}; "
+                        "these 14 runs predict one at a time")
     assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
 
 
