@@ -20,6 +20,7 @@ and started again reproduces the uninterrupted result exactly (on CPU).
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -33,6 +34,7 @@ from .config import BudgetSpec, ExperimentConfig, MetricsSpec, ModelSpec, Plugin
 from .data import MultimodalDataset
 from .errors import MmalError
 from .metrics import CONTEXT_NEEDS, MetricContext, aubc, compute_metrics
+from .model import Model
 from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
@@ -512,6 +514,26 @@ class _DatasetsBySeed(_DatasetCache):
         return self.cache[key]
 
 
+def memory_budget() -> int:
+    """Bytes one lockstep batch may take: half the memory available now (4 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _members_fitting(run: _Run, max_bytes: int | None) -> int:
+    """How many runs like ``run`` one batch of its round may hold (at least 1)."""
+    model = run.new_model()
+    estimate = getattr(model, "lockstep_bytes", None)
+    n_labeled = int(run.is_labeled.sum())
+    try:
+        each = int(estimate(run.dataset, n_labeled)) if callable(estimate) else Model.lockstep_bytes(model, run.dataset, n_labeled)
+    except Exception:
+        each = Model.lockstep_bytes(model, run.dataset, n_labeled)
+    return max(1, int((memory_budget() if max_bytes is None else max_bytes) // max(each, 1)))
+
+
 def _model_who(name: str) -> str:
     """How a warning names a model plugin: ``model 'x' of plugin 'p' (dist)``."""
     entry = get_plugin_manager().entries("model").get(name)
@@ -688,10 +710,12 @@ def execute_group(
     datasets: "_DatasetsBySeed | None" = None,
     stop_after: int | None = None,
     retries: int = 0,
+    max_bytes: int | None = None,
 ) -> list[RunOutcome]:
     """Run (or resume) several runs in lockstep: round r of every run trains in one batched
     fit (``Model.fit_many``), then each run evaluates, queries and commits its round exactly
-    as :func:`execute_run` would. The runs must share :func:`lockstep_key`; runs resumed at
+    as :func:`execute_run` would. A round's runs go in batches of at most ``max_bytes``
+    (:func:`memory_budget` when None) by the model's estimate (``Model.lockstep_bytes``). The runs must share :func:`lockstep_key`; runs resumed at
     different rounds train with the others at the same round.
 
     A run that raises fails alone (marked failed with its one-line reason); the others go on.
@@ -726,25 +750,27 @@ def execute_group(
         sizes: dict[int, list[int]] = {}
         for i in members:  # equal budgets give equal sizes; anything else trains apart
             sizes.setdefault(int(active[i].is_labeled.sum()), []).append(i)
-        for same in sizes.values():
-            t0 = time.perf_counter()
-            try:
-                models = _fit_group([active[i] for i in same])
-            except Exception as err:
-                for i in same:
-                    errors[i] = err
-                    active.pop(i)
-                continue
-            train_seconds = (time.perf_counter() - t0) / len(same)
-            if batched_predict:
-                models, shared = _predict_group([active[i] for i in same], models)
-                batched_predict = shared is not None  # a broken batched path is reported once
-            for i, model in zip(same, models):
+        for equal in sizes.values():
+            cap = _members_fitting(active[equal[0]], max_bytes)
+            for same in [equal[start : start + cap] for start in range(0, len(equal), cap)]:
+                t0 = time.perf_counter()
                 try:
-                    active[i].finish_round(model, train_seconds, shared)
+                    models = _fit_group([active[i] for i in same])
                 except Exception as err:
-                    errors[i] = err
-                    active.pop(i)
+                    for i in same:
+                        errors[i] = err
+                        active.pop(i)
+                    continue
+                train_seconds = (time.perf_counter() - t0) / len(same)
+                if batched_predict:
+                    models, shared = _predict_group([active[i] for i in same], models)
+                    batched_predict = shared is not None  # a broken batched path is reported once
+                for i, model in zip(same, models):
+                    try:
+                        active[i].finish_round(model, train_seconds, shared)
+                    except Exception as err:
+                        errors[i] = err
+                        active.pop(i)
     for i, err in errors.items():
         outcomes[i] = _retry_alone(specs[i], err, store, experiment_id, callbacks, retries)
     return [outcomes[i] for i in range(len(specs))]

@@ -94,6 +94,16 @@ class Model:
         """
         raise NotImplementedError
 
+    def lockstep_bytes(self, dataset: Any, n_labeled: int) -> int:
+        """Rough peak memory (bytes) one run adds to a lockstep round with ``n_labeled``
+        labeled samples of ``dataset`` (a :class:`~mmal_core.data.MultimodalDataset`); the
+        loop batches a round's runs so that their sum stays within its memory budget. This
+        default counts the labeled features twice and float32 answers of the width plus
+        eight rows of class probabilities per pool and test sample."""
+        width = sum(m.dim for m in dataset.modalities)
+        rows = len(dataset.train) + len(dataset.test)
+        return 4 * (2 * n_labeled * (width + len(dataset.modalities) + 1) + rows * (width + 8 * dataset.n_classes))
+
     @classmethod
     def predict_many(cls, models: list["Model"], requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Optional batched inference: ``models[k].predict(**requests[k])`` for every k, as one
@@ -315,6 +325,23 @@ class FusionMLP(Model):
         for model, net in zip(models, nets):
             net.eval()
             model.net_ = net
+
+    def lockstep_bytes(self, dataset, n_labeled: int) -> int:
+        """One member's share of a lockstep round (see :meth:`Model.lockstep_bytes`): weights
+        with gradients, Adam moments and stacked copies; its labeled features and their
+        stacked copy; a training batch's activations; the batched answers it holds on the
+        test split (fused, unimodal, every coalition and kept modality, embeddings) and the
+        pool (with 20 MC-dropout passes); an eval pass's activations over the larger split."""
+        M, C, h = len(dataset.modalities), dataset.n_classes, self.hidden
+        width = sum(m.dim for m in dataset.modalities)
+        weights = sum(d * h + h * h + 2 * h for d in (m.dim for m in dataset.modalities)) + (M + 1) * (h * C + C) \
+            + M * h * h + 2 * h
+        labeled = 2 * n_labeled * (width + M + 1)
+        batch = 4 * self.batch_size * (width + 12 * h * (M + 1))
+        test = len(dataset.test) * (C * (1 + 2 * M + 2**M) + h * (M + 1))
+        pool = len(dataset.train) * (C * (1 + M + 20) + h * (M + 1))
+        passes = max(len(dataset.train), len(dataset.test)) * (width + 4 * h * (M + 1))
+        return 4 * (6 * weights + labeled + batch + test + pool + passes)
 
     def _members_fitting(self, device, net, n: int) -> int:
         """How many members one stack on ``device`` may hold: half the free memory over a

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _support import tiny_config
-from mmal_core import hookimpl
+from mmal_core import hookimpl, load_dataset
 from mmal_core.config import parse_config
 from mmal_core.executors import LocalExecutor
 from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
@@ -91,6 +91,29 @@ def test_group_evaluates_and_builds_views_in_batched_passes(tmp_path, reference,
     assert calls == [] and len(batched) == 2 * 3  # the test split and the pool, each round
     metrics = next(iter(reference.values()))[1]
     assert {"shapley_accuracy", "modality_accuracy", "probe_accuracy", "head_accuracy"} <= set(metrics)
+    assert rounds(db) == reference
+
+
+def test_a_tight_memory_budget_splits_the_rounds_into_batches_with_the_same_rounds(tmp_path, reference, monkeypatch):
+    cfg = _config()
+    specs = run_specs(cfg)
+    dataset = load_dataset("synthetic-missing", seed=0, n_train=240, n_test=90, dim=6)
+    each = FusionMLP(**cfg.model.params).lockstep_bytes(dataset, 10)
+    assert each > 0
+    sizes = []
+    fit_many = FusionMLP.fit_many.__func__
+
+    def spy(cls, models, jobs):
+        sizes.append(len(models))
+        return fit_many(cls, models, jobs)
+
+    monkeypatch.setattr(FusionMLP, "fit_many", classmethod(spy))
+    db = tmp_path / "tight.db"
+    with Store(db) as store:
+        eid = store.experiment(cfg.name, cfg.hash(), cfg.canonical(), {})
+        outcomes = execute_group(specs, store, eid, max_bytes=4 * each)
+    assert all(o.status == "finished" for o in outcomes)
+    assert sizes[:4] == [4, 4, 4, 2] and max(sizes) <= 4  # 14 runs, at most 4 a batch (fewer as sets grow)
     assert rounds(db) == reference
 
 
