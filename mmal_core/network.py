@@ -212,17 +212,25 @@ class StackedFusion:
     def _lin(self, x, name):
         return _linear(x, self.params[name + ".weight"], self.params[name + ".bias"])
 
-    def _dropout(self, h, gens):
-        """Dropout drawn per member, the way ``F.dropout`` draws it on the CPU."""
+    def _dropouts(self, gens, rows: int, device):
+        """The dropout of one training step: a function applied after each hidden layer in
+        turn, as ``F.dropout`` draws it on the CPU for each member. Every hidden layer is
+        (rows, hidden) and nothing else draws from a member's generator within a step, so
+        each member's masks for the step come from one Bernoulli call on its generator
+        (one (layers, rows, hidden) block, the same stream as one draw per layer)."""
         if self.p == 0.0:
-            return h
+            return lambda h: h
         if self.p >= 1.0:
-            return h * torch.zeros_like(h)
+            return lambda h: h * torch.zeros_like(h)
         keep = 1.0 - self.p
-        shape = tuple(h.shape[1:])
-        noise = torch.stack([torch.empty(shape).bernoulli_(keep, generator=g) for g in gens]).to(h.device)
-        noise.div_(keep)
-        return h * noise
+        layers = 2 * self.M + (self.fusion != "late")
+        hidden = self.params["encoders.0.0.weight"].shape[1]
+        noise = torch.empty((len(gens), layers, rows, hidden))
+        for k, g in enumerate(gens):
+            noise[k].bernoulli_(keep, generator=g)
+        noise = noise.div_(keep).to(device)
+        used = iter(range(layers))
+        return lambda h: h * noise[:, next(used)]
 
     def encode(self, xs, drop=None):
         """Per-modality encoder outputs, a list of (K, B, h); ``drop`` (training: per-member
@@ -271,12 +279,10 @@ class StackedFusion:
 
         xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
         """
-        def drop(h):
-            return self._dropout(h, gens)
-
+        K, B = y.shape
+        drop = self._dropouts(gens, B, y.device)
         _, logits, mod_logits = self.fuse(self.encode(xs, drop), mask, drop)
         m = mask.to(logits.dtype)
-        K, B = y.shape
         C = self.n_classes
         lossf = F.nll_loss if self.fusion == "late" else F.cross_entropy
         main = lossf(logits.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
