@@ -39,7 +39,7 @@ from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
 from .strategy import GlobalRandomGuard
-from .utilization import check_modality_count, query_metrics
+from .utilization import check_modality_count, query_metrics, shared_probes
 from .view import PoolView
 
 _STREAM_INITIAL, _STREAM_MODEL, _STREAM_STRATEGY = 101, 202, 303
@@ -630,25 +630,25 @@ def _answer_problem(answers: Any, requests: list[dict[str, Any]], n_classes: int
     return None
 
 
-def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float] | None]:
+def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float] | None, tuple]:
     """Answer the known predict calls of this round of ``runs`` (:func:`_round_requests`) with
     two batched calls (``Model.predict_many``: the test split, then the pool) and return each
     model wrapped so that its round reads the answers (:class:`_Answered`), with each run's
-    share of the seconds. A batched path that
-    raises or answers the wrong count or shapes is reported in one line and the runs
-    predict one at a time (seconds None); nothing is written before that."""
+    share of the seconds and the runs' linear probes fitted together (:func:`_group_probes`).
+    A batched path that raises or answers the wrong count or shapes is reported in one line
+    and the runs predict one at a time (seconds None); nothing is written before that."""
     import logging
 
     cls = type(models[0])
     batched = getattr(cls, "predict_many", None)
     if not callable(batched):
-        return models, {}
+        return models, {}, ([], [], 0)
     known: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in models]
     seconds = {"evaluate": 0.0, "predict": 0.0}
     try:
         per_run = [_round_requests(run, model) for run, model in zip(runs, models)]
     except Exception:
-        return models, {}  # the round reports it, one run at a time
+        return models, {}, ([], [], 0)  # the round reports it, one run at a time
     slots: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for k, requests in enumerate(per_run):
         for request in requests:
@@ -665,12 +665,37 @@ def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict
         if problem:
             logging.getLogger("mmal").warning("%s: predict_many %s; these %d runs predict one at a time",
                                               _model_who(runs[0].spec.model.name), problem, len(runs))
-            return models, None
+            return models, None, ([], [], 0)
         seconds[kind] += time.perf_counter() - t0
         for (k, request), answer in zip(calls, answers):
             known[k].append((request, answer))
+    t0 = time.perf_counter()
+    probes = _group_probes(runs, models, known)
+    seconds["evaluate"] += time.perf_counter() - t0
     share = {kind: s / len(models) for kind, s in seconds.items()}
-    return [_Answered(model, answers) for model, answers in zip(models, known)], share
+    return [_Answered(model, answers) for model, answers in zip(models, known)], share, probes
+
+
+def _group_probes(runs: list[_Run], models: list[Any], known: list[list[tuple[dict, dict]]]) -> tuple:
+    """The linear probes of the runs' ``probe_accuracy`` metric, fitted together from the
+    batched answers: (problems, probes, classes) for :func:`~mmal_core.utilization.shared_probes`."""
+    from .utilization import ProbeAccuracy, fit_linear_probes, probe_sets
+
+    C = runs[0].dataset.n_classes
+    if not any(isinstance(metric, ProbeAccuracy) for metric, _ in chosen_metrics(models[0], runs[0].dataset,
+                                                                                   runs[0].spec.metrics)):
+        return [], [], C
+    problems = []
+    for run, answers in zip(runs, known):
+        pool, labeled = run.dataset.train, run.labeled()
+        for request, answer in answers:
+            if (request["split"] is pool and request["index"] is not None and "modality_embeddings" in answer
+                    and np.array_equal(request["index"], labeled)):
+                sets = probe_sets(pool, labeled, answer["modality_embeddings"], run.dataset.test.mask,
+                                  list(run.dataset.modality_names))
+                problems.extend(sets.values())
+                break
+    return problems, fit_linear_probes(problems, C), C
 
 
 class _Answered:
@@ -729,7 +754,7 @@ def execute_group(
     outcomes: dict[int, RunOutcome] = {}
     errors: dict[int, BaseException] = {}
     active: dict[int, _Run] = {}
-    batched_predict, shared = True, None
+    batched_predict = True
     for i, spec in enumerate(specs):
         try:
             active[i] = _Run(spec, store, experiment_id, callbacks, datasets)
@@ -762,15 +787,17 @@ def execute_group(
                         active.pop(i)
                     continue
                 train_seconds = (time.perf_counter() - t0) / len(same)
+                shared, probes = None, ([], [], 0)
                 if batched_predict:
-                    models, shared = _predict_group([active[i] for i in same], models)
+                    models, shared, probes = _predict_group([active[i] for i in same], models)
                     batched_predict = shared is not None  # a broken batched path is reported once
-                for i, model in zip(same, models):
-                    try:
-                        active[i].finish_round(model, train_seconds, shared)
-                    except Exception as err:
-                        errors[i] = err
-                        active.pop(i)
+                with shared_probes(*probes):
+                    for i, model in zip(same, models):
+                        try:
+                            active[i].finish_round(model, train_seconds, shared)
+                        except Exception as err:
+                            errors[i] = err
+                            active.pop(i)
     for i, err in errors.items():
         outcomes[i] = _retry_alone(specs[i], err, store, experiment_id, callbacks, retries)
     return [outcomes[i] for i in range(len(specs))]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _support import tiny_config
-from mmal_core import hookimpl, load_dataset
+from mmal_core import hookimpl, load_dataset, utilization
 from mmal_core.config import parse_config
 from mmal_core.executors import LocalExecutor
 from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
@@ -84,11 +84,20 @@ def test_group_evaluates_and_builds_views_in_batched_passes(tmp_path, reference,
         batched.append(len(requests))
         return predict_many(cls, models, requests)
 
+    probes = []
+    fit_linear_probes = utilization.fit_linear_probes
+
+    def fit_probes(problems, *args, **kwargs):
+        probes.append(len(problems))
+        return fit_linear_probes(problems, *args, **kwargs)
+
     monkeypatch.setattr(FusionMLP, "predict", one)
     monkeypatch.setattr(FusionMLP, "predict_many", classmethod(many))
+    monkeypatch.setattr(utilization, "fit_linear_probes", fit_probes)
     db = tmp_path / "batched.db"
     run_experiment(_config(), str(db))
     assert calls == [] and len(batched) == 2 * 3  # the test split and the pool, each round
+    assert probes == [14 * 2] * 3  # the linear probes of every run and modality at once, each round
     metrics = next(iter(reference.values()))[1]
     assert {"shapley_accuracy", "modality_accuracy", "probe_accuracy", "head_accuracy"} <= set(metrics)
     assert rounds(db) == reference
