@@ -542,23 +542,35 @@ def _model_who(name: str) -> str:
 
 def _fit_group(runs: list[_Run]) -> list[Any]:
     """Train this round's models of ``runs`` (same model spec, equal labeled sizes) in one
-    ``fit_many``; a plugin whose batched path raises is reported in one line and the runs
-    fall back to one ``fit`` each (same models, by the contract of ``fit_many``)."""
+    ``fit_many`` (it trains the models in place and returns None, or returns the trained
+    models, one per run); a plugin whose batched path raises or returns anything else is
+    reported in one line and the runs fall back to one ``fit`` each (same models, by the
+    contract of ``fit_many``)."""
+    import logging
+
     models = [run.new_model() for run in runs]
     jobs = [run.train_job() for run in runs]
     cls = type(models[0])
     try:
-        cls.fit_many(models, jobs)
-        return models
+        trained = cls.fit_many(models, jobs)
+        if trained is None:
+            return models
+        if not isinstance(trained, (list, tuple)):
+            problem = f"returned a {type(trained).__name__}, expected None or the {len(models)} trained models"
+        elif len(trained) != len(models):
+            problem = f"returned {len(trained)} models for {len(models)} runs"
+        elif not all(isinstance(m, cls) for m in trained):
+            odd = next(m for m in trained if not isinstance(m, cls))
+            problem = f"returned a {type(odd).__name__} among its models, expected {cls.__name__} instances"
+        else:
+            return list(trained)
     except MmalError:
         raise
     except Exception as err:
-        import logging
-
         text = " ".join(str(err).split())[:200]
-        logging.getLogger("mmal").warning(
-            "%s: fit_many failed (%s: %s); training these %d runs one at a time",
-            _model_who(runs[0].spec.model.name), type(err).__name__, text, len(runs))
+        problem = f"failed ({type(err).__name__}: {text})"
+    logging.getLogger("mmal").warning("%s: fit_many %s; training these %d runs one at a time",
+                                      _model_who(runs[0].spec.model.name), problem, len(runs))
     models = [run.new_model() for run in runs]
     for model, (pool, labeled, seed, state) in zip(models, jobs):
         model.fit(pool, labeled, seed=seed, init_state=state)

@@ -88,9 +88,9 @@ class Model:
         The models are set up alike (same class, parameters, modalities and classes) and the
         labeled sets have equal sizes. Afterwards each model must be exactly what its own
         ``fit(*jobs[k])`` would have made: nothing of one member may depend on the others,
-        so a run's results do not change with the group it trains in. Classes that
-        implement it set ``lockstep = True``; the loop calls ``fit`` one run at a time for
-        the others.
+        so a run's results do not change with the group it trains in. It returns None (or
+        the K trained models, in order). Classes that implement it set ``lockstep = True``;
+        the loop calls ``fit`` one run at a time for the others.
         """
         raise NotImplementedError
 

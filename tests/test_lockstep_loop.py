@@ -164,6 +164,17 @@ class Broken(FusionMLP):
         raise ValueError("shapes do not match")
 
 
+class ShortFit(FusionMLP):
+    """A batched fit that hands back one model too few."""
+
+    name = "short-fit"
+
+    @classmethod
+    def fit_many(cls, models, jobs):
+        super().fit_many(models, jobs)
+        return models[:-1]
+
+
 class ShortAnswers(FusionMLP):
     """A batched predict that leaves out the last request's answer."""
 
@@ -201,7 +212,7 @@ def models():
     class Plugin:
         @hookimpl
         def mmal_register_models(self):
-            return [Plain, Broken, ShortAnswers, WrongShapes, RaisingPredict]
+            return [Plain, Broken, ShortFit, ShortAnswers, WrongShapes, RaisingPredict]
 
     previous = reset_plugin_manager(None)
     pm = get_plugin_manager()
@@ -211,7 +222,7 @@ def models():
     reset_plugin_manager(previous)
 
 
-@pytest.mark.parametrize("name", ["plain-mlp", "broken-lockstep"])
+@pytest.mark.parametrize("name", ["plain-mlp", "broken-lockstep", "short-fit"])
 def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, models, name, caplog):
     cfg = _config(model={"name": name, "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}})
     db = tmp_path / "plain.db"
@@ -220,6 +231,9 @@ def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, mo
     if name == "broken-lockstep":
         assert ("model 'broken-lockstep' of plugin 'test-models' (mmal-test-models): fit_many failed "
                 "(ValueError: shapes do not match); training these 14 runs one at a time") in caplog.text
+    if name == "short-fit":
+        assert ("model 'short-fit' of plugin 'test-models' (mmal-test-models): fit_many returned 13 models "
+                "for 14 runs; training these 14 runs one at a time") in caplog.text
     # the same networks as fusion-mlp's: only the model's name (and so the run keys) differ
     assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
 
