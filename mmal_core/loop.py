@@ -525,11 +525,10 @@ def memory_budget() -> int:
 def _members_fitting(run: _Run, max_bytes: int | None) -> int:
     """How many runs like ``run`` one batch of its round may hold (at least 1)."""
     model = run.new_model()
-    estimate = getattr(model, "lockstep_bytes", None)
     n_labeled = int(run.is_labeled.sum())
     try:
-        each = int(estimate(run.dataset, n_labeled)) if callable(estimate) else Model.lockstep_bytes(model, run.dataset, n_labeled)
-    except Exception:
+        each = int(model.lockstep_bytes(run.dataset, n_labeled))
+    except Exception:  # a plugin without a working estimate of its own: the default one
         each = Model.lockstep_bytes(model, run.dataset, n_labeled)
     return max(1, int((memory_budget() if max_bytes is None else max_bytes) // max(each, 1)))
 
@@ -577,10 +576,6 @@ def _fit_group(runs: list[_Run]) -> list[Any]:
     return models
 
 
-#: Model fields a batched pass computes ahead for the known calls of a round.
-_PASS_FIELDS = frozenset({"probs", "embeddings", "modality_probs", "modality_embeddings", "mc_probs", "subset_probs"})
-
-
 def _round_requests(run: _Run, model: Any) -> list[dict[str, Any]]:
     """The ``predict`` calls the round of ``run`` will make of ``model`` (see :func:`round_metrics`
     and :func:`select_round`), each with every field asked of the same rows: the test split for
@@ -599,8 +594,8 @@ def _round_requests(run: _Run, model: Any) -> list[dict[str, Any]]:
     requests = [{"split": run.dataset.test, "index": None, "want": test, "params": {}}] if test else []
     if "keep" in needs and "probs" in provided:  # one modality kept at a time (modality_accuracy)
         M = len(run.dataset.modalities)
-        requests += [{"split": run.dataset.test, "index": None, "want": {"probs"}, "params": {}, "keep": np.arange(M) == j}
-                     for j in range(M)]
+        requests += [{"split": run.dataset.test, "index": None, "want": {"probs"}, "params": {},
+                      "keep": np.arange(M) == j} for j in range(M)]
     lab = labeled_needs & provided - {"mc_probs", "subset_probs"}
     if run.rnd < len(run.schedule):
         requires = set(run.strategy.requires)
@@ -728,8 +723,9 @@ class _Answered:
             return {}
         for request, answer in self._answers:
             known = request.get("keep")
-            if ((keep is None) == (known is None) and (keep is None or np.array_equal(np.asarray(keep, dtype=bool), known))
-                    and split is request["split"] and want <= request["want"]
+            same_keep = keep is None if known is None else keep is not None and np.array_equal(
+                np.asarray(keep, dtype=bool), known)
+            if (same_keep and split is request["split"] and want <= request["want"]
                     and (index is None) == (request["index"] is None)
                     and (index is None or np.array_equal(np.asarray(index), request["index"]))
                     and ("mc_probs" not in want or all(params.get(p) == request["params"].get(p)
@@ -752,7 +748,9 @@ def execute_group(
     """Run (or resume) several runs in lockstep: round r of every run trains in one batched
     fit (``Model.fit_many``), then each run evaluates, queries and commits its round exactly
     as :func:`execute_run` would. A round's runs go in batches of at most ``max_bytes``
-    (:func:`memory_budget` when None) by the model's estimate (``Model.lockstep_bytes``). The runs must share :func:`lockstep_key`; runs resumed at
+    (:func:`memory_budget` when None) by the model's estimate (``Model.lockstep_bytes``);
+    the predict calls of a batch's round are answered in batches too (:func:`_predict_group`).
+    The runs must share :func:`lockstep_key`; runs resumed at
     different rounds train with the others at the same round.
 
     A run that raises fails alone (marked failed with its one-line reason); the others go on.

@@ -543,8 +543,11 @@ class FusionMLP(Model):
                 T = int((r.get("params") or {}).get("mc_samples", 20)) if "mc_probs" in want else 0
                 todo.append((u, k, first._keep_key(r.get("keep")), want, T))
                 outs[k] = model._empty_outputs(n, want, model._subsets(want), T)
-        rngs = {k: np.random.default_rng(int((requests[k].get("params") or {}).get("mc_seed", getattr(models[k], "seed_", 0))) + 7919)
-                for _, k, _, _, T in todo if T}
+        rngs = {}  # each MC request's own mask generator, seeded as predict seeds it
+        for _, k, _, _, T in todo:
+            if T:
+                seed = (requests[k].get("params") or {}).get("mc_seed", getattr(models[k], "seed_", 0))
+                rngs[k] = np.random.default_rng(int(seed) + 7919)
         stack = StackedFusion([m.net_ for m in nets])
         uniform = 1.0 / first.n_classes_
         with torch.no_grad():
@@ -579,7 +582,8 @@ class FusionMLP(Model):
                             eff = masked(keep)
                             for j, m in enumerate(names):
                                 p = torch.softmax(mod_logits[j][u], dim=1)
-                                out["modality_probs"][m][sl] = torch.where(eff[u, :, j : j + 1], p, torch.full_like(p, uniform)).numpy()
+                                p = torch.where(eff[u, :, j : j + 1], p, torch.full_like(p, uniform))
+                                out["modality_probs"][m][sl] = p.numpy()
                     if "modality_embeddings" in want:
                         eff = masked(keep)
                         for j, m in enumerate(names):
@@ -599,8 +603,8 @@ class FusionMLP(Model):
 
     @staticmethod
     def _mc_logits(nets, xs, mask, T, rngs, max_rows=262144):
-        """(K, T, B, C) MC-dropout probabilities of stacked members, in parts of at most
-        ``max_rows`` rows of activations."""
+        """The (T, B, C) MC-dropout probabilities of each of the stacked members ``nets``,
+        computed in parts of at most ``max_rows`` rows of activations."""
         import torch
 
         from .network import StackedFusion
