@@ -36,11 +36,12 @@ from .config import BudgetSpec, ExperimentConfig, MetricsSpec, ModelSpec, Plugin
 from .data import MultimodalDataset
 from .errors import MmalError
 from .metrics import CONTEXT_NEEDS, MetricContext, aubc, compute_metrics
+from .model import Model
 from .params import construct
 from .plugins import get_plugin_manager
 from .store import RoundRecord, Store
 from .strategy import GlobalRandomGuard
-from .utilization import check_modality_count, query_metrics
+from .utilization import check_modality_count, query_metrics, shared_probes
 from .view import PoolView
 
 _STREAM_INITIAL, _STREAM_MODEL, _STREAM_STRATEGY = 101, 202, 303
@@ -356,6 +357,13 @@ def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
     :class:`~mmal_core.metrics.MetricContext`; the utilization ones (Shapley values, ablations,
     heads, probes) unless ``options`` turn them off. A plugin's metric that fails is a one-line
     :class:`MmalError` naming the plugin and the metric."""
+    chosen = chosen_metrics(model, dataset, options)
+    ctx = MetricContext(model, dataset, labeled, prefetch={f for m, _ in chosen for f in m.needs})
+    return compute_metrics(chosen, ctx)
+
+
+def chosen_metrics(model: Any, dataset: MultimodalDataset, options: MetricsSpec | None = None) -> list[tuple[Any, str]]:
+    """(metric, who) of every metric :func:`round_metrics` computes for ``model`` on ``dataset``."""
     use_utilization = (options or MetricsSpec()).enabled(len(dataset.modalities))
     available = frozenset(model.provided()) | CONTEXT_NEEDS
     chosen = []
@@ -363,8 +371,7 @@ def round_metrics(model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
         cls = entry.obj
         if cls.needs <= available and (use_utilization or not cls.utilization):
             chosen.append((cls(), f"metric '{entry.name}' of plugin '{entry.plugin}' ({entry.dist})"))
-    ctx = MetricContext(model, dataset, labeled, prefetch={f for m, _ in chosen for f in m.needs})
-    return compute_metrics(chosen, ctx)
+    return chosen
 
 
 def select_round(strategy: Any, name: str, model: Any, dataset: MultimodalDataset, labeled: np.ndarray,
@@ -462,8 +469,10 @@ class _Run:
         model.setup(self.dataset.modalities, self.dataset.n_classes)
         return model
 
-    def finish_round(self, model: Any, train_seconds: float) -> None:
-        """Evaluate the round's trained model, query, commit the round."""
+    def finish_round(self, model: Any, train_seconds: float, shared: dict[str, float] | None = None) -> None:
+        """Evaluate the round's trained model, query, commit the round.
+
+        shared: seconds of this run's share of batched passes (``evaluate``, ``predict``)."""
         spec, dataset, rnd = self.spec, self.dataset, self.rnd
         pool = dataset.train
         labeled = self.labeled()
@@ -478,6 +487,8 @@ class _Run:
                                   self.schedule[rnd], spec.seed, rnd, timings)
             queried = pool.ids[chosen].tolist()
             metrics["query"] = query_metrics(pool, chosen, dataset.n_classes)
+        for k, v in (shared or {}).items():
+            timings[k] = timings.get(k, 0.0) + v
         if spec.model.warm_start:
             self.state = model.state()
         record = RoundRecord(rnd, int(len(labeled)), metrics, queried, timings, self.state if spec.model.warm_start else None)
@@ -547,29 +558,225 @@ class _DatasetsBySeed(_DatasetCache):
         return self.cache[key]
 
 
+def memory_budget() -> int:
+    """Bytes one lockstep batch may take: half the memory available now (4 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _members_fitting(run: _Run, max_bytes: int | None) -> int:
+    """How many runs like ``run`` one batch of its round may hold (at least 1)."""
+    model = run.new_model()
+    n_labeled = int(run.is_labeled.sum())
+    try:
+        each = int(model.lockstep_bytes(run.dataset, n_labeled))
+    except Exception:  # a plugin without a working estimate of its own: the default one
+        each = Model.lockstep_bytes(model, run.dataset, n_labeled)
+    return max(1, int((memory_budget() if max_bytes is None else max_bytes) // max(each, 1)))
+
+
+def _model_who(name: str) -> str:
+    """How a warning names a model plugin: ``model 'x' of plugin 'p' (dist)``."""
+    entry = get_plugin_manager().entries("model").get(name)
+    return f"model '{name}'" + (f" of plugin '{entry.plugin}' ({entry.dist})" if entry else "")
+
+
 def _fit_group(runs: list[_Run]) -> list[Any]:
     """Train this round's models of ``runs`` (same model spec, equal labeled sizes) in one
-    ``fit_many``; a plugin whose batched path raises is reported in one line and the runs
-    fall back to one ``fit`` each (same models, by the contract of ``fit_many``)."""
+    ``fit_many`` (it trains the models in place and returns None, or returns the trained
+    models, one per run); a plugin whose batched path raises or returns anything else is
+    reported in one line and the runs fall back to one ``fit`` each (same models, by the
+    contract of ``fit_many``)."""
+    import logging
+
     models = [run.new_model() for run in runs]
     jobs = [run.train_job() for run in runs]
     cls = type(models[0])
     try:
-        cls.fit_many(models, jobs)
-        return models
+        trained = cls.fit_many(models, jobs)
+        if trained is None:
+            return models
+        if not isinstance(trained, (list, tuple)):
+            problem = f"returned a {type(trained).__name__}, expected None or the {len(models)} trained models"
+        elif len(trained) != len(models):
+            problem = f"returned {len(trained)} models for {len(models)} runs"
+        elif not all(isinstance(m, cls) for m in trained):
+            odd = next(m for m in trained if not isinstance(m, cls))
+            problem = f"returned a {type(odd).__name__} among its models, expected {cls.__name__} instances"
+        else:
+            return list(trained)
     except MmalError:
         raise
     except Exception as err:
-        import logging
-
         text = " ".join(str(err).split())[:200]
-        logging.getLogger("mmal").warning(
-            "model '%s': fit_many failed (%s: %s); training these %d runs one at a time",
-            runs[0].spec.model.name, type(err).__name__, text, len(runs))
+        problem = f"failed ({type(err).__name__}: {text})"
+    logging.getLogger("mmal").warning("%s: fit_many %s; training these %d runs one at a time",
+                                      _model_who(runs[0].spec.model.name), problem, len(runs))
     models = [run.new_model() for run in runs]
     for model, (pool, labeled, seed, state) in zip(models, jobs):
         model.fit(pool, labeled, seed=seed, init_state=state)
     return models
+
+
+def _round_requests(run: _Run, model: Any) -> list[dict[str, Any]]:
+    """The ``predict`` calls the round of ``run`` will make of ``model`` (see :func:`round_metrics`
+    and :func:`select_round`), each with every field asked of the same rows: the test split for
+    the metrics, the labeled rows for the probes and the view, the unlabeled rows for the view."""
+    provided = frozenset(model.provided())
+    needs: set[str] = set()
+    labeled_needs: set[str] = set()
+    for metric, _ in chosen_metrics(model, run.dataset, run.spec.metrics):
+        needs |= metric.needs
+        if "labeled" in metric.needs:
+            labeled_needs |= metric.needs
+    test = needs & provided
+    if "coalitions" in needs and "subset_probs" in provided:
+        test.add("subset_probs")
+    pool, labeled = run.dataset.train, run.labeled()
+    requests = [{"split": run.dataset.test, "index": None, "want": test, "params": {}}] if test else []
+    if "keep" in needs and "probs" in provided:  # one modality kept at a time (modality_accuracy)
+        M = len(run.dataset.modalities)
+        requests += [{"split": run.dataset.test, "index": None, "want": {"probs"}, "params": {},
+                      "keep": np.arange(M) == j} for j in range(M)]
+    lab = labeled_needs & provided - {"mc_probs", "subset_probs"}
+    if run.rnd < len(run.schedule):
+        requires = set(run.strategy.requires)
+        params = view_params(run.strategy)
+        lab |= {f.removeprefix("labeled_") for f in requires if f.startswith("labeled_")} & provided
+        unl = (requires & provided) - {"labeled_embeddings", "labeled_modality_embeddings"}
+        if unl:
+            requests.append({"split": pool, "index": np.flatnonzero(~run.is_labeled), "want": unl, "params": params})
+    if lab:
+        requests.append({"split": pool, "index": labeled, "want": lab, "params": {}})
+    return requests
+
+
+def _answer_problem(answers: Any, requests: list[dict[str, Any]], n_classes: int) -> str | None:
+    """What is wrong with a batched answer (count, fields, shapes), or None."""
+    if not isinstance(answers, (list, tuple)) or len(answers) != len(requests):
+        got = f"{len(answers)} answers" if isinstance(answers, (list, tuple)) else f"a {type(answers).__name__}"
+        return f"returned {got} for {len(requests)} requests"
+    for k, (answer, request) in enumerate(zip(answers, requests)):
+        if not isinstance(answer, dict):
+            return f"answer {k} is a {type(answer).__name__}, not a dict"
+        split, index = request["split"], request["index"]
+        n = len(split) if index is None else len(index)
+        for field in request["want"]:
+            if field not in answer:
+                return f"answer {k} has no '{field}'"
+            value = answer[field]
+            parts = value.values() if isinstance(value, dict) else [value]
+            if isinstance(value, dict) and field in ("modality_probs", "modality_embeddings") \
+                    and list(value) != list(split.modalities):
+                return f"answer {k}: '{field}' has keys {list(value)}, expected {list(split.modalities)}"
+            for part in parts:
+                shape = np.shape(part)
+                rows = shape[1] if field == "mc_probs" and len(shape) == 3 else (shape[0] if shape else None)
+                classes_ok = field not in ("probs", "modality_probs", "mc_probs", "subset_probs") \
+                    or (shape and shape[-1] == n_classes)
+                if rows != n or len(shape) != (3 if field == "mc_probs" else 2) or not classes_ok:
+                    return f"answer {k}: '{field}' has shape {shape} for {n} rows"
+    return None
+
+
+def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict[str, float] | None, tuple]:
+    """Answer the known predict calls of this round of ``runs`` (:func:`_round_requests`) with
+    two batched calls (``Model.predict_many``: the test split, then the pool) and return each
+    model wrapped so that its round reads the answers (:class:`_Answered`), with each run's
+    share of the seconds and the runs' linear probes fitted together (:func:`_group_probes`).
+    A batched path that raises or answers the wrong count or shapes is reported in one line
+    and the runs predict one at a time (seconds None); nothing is written before that."""
+    import logging
+
+    cls = type(models[0])
+    batched = getattr(cls, "predict_many", None)
+    if not callable(batched):
+        return models, {}, ([], [], 0)
+    known: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in models]
+    seconds = {"evaluate": 0.0, "predict": 0.0}
+    try:
+        per_run = [_round_requests(run, model) for run, model in zip(runs, models)]
+    except Exception:
+        return models, {}, ([], [], 0)  # the round reports it, one run at a time
+    slots: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for k, requests in enumerate(per_run):
+        for request in requests:
+            kind = "evaluate" if request["split"] is runs[k].dataset.test else "predict"
+            slots.setdefault(kind, []).append((k, request))
+    for kind, calls in slots.items():
+        requests = [request for _, request in calls]
+        t0 = time.perf_counter()
+        try:
+            answers = batched([models[k] for k, _ in calls], requests)
+            problem = _answer_problem(answers, requests, runs[0].dataset.n_classes)
+        except Exception as err:
+            problem = f"raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        if problem:
+            logging.getLogger("mmal").warning("%s: predict_many %s; these %d runs predict one at a time",
+                                              _model_who(runs[0].spec.model.name), problem, len(runs))
+            return models, None, ([], [], 0)
+        seconds[kind] += time.perf_counter() - t0
+        for (k, request), answer in zip(calls, answers):
+            known[k].append((request, answer))
+    t0 = time.perf_counter()
+    probes = _group_probes(runs, models, known)
+    seconds["evaluate"] += time.perf_counter() - t0
+    share = {kind: s / len(models) for kind, s in seconds.items()}
+    return [_Answered(model, answers) for model, answers in zip(models, known)], share, probes
+
+
+def _group_probes(runs: list[_Run], models: list[Any], known: list[list[tuple[dict, dict]]]) -> tuple:
+    """The linear probes of the runs' ``probe_accuracy`` metric, fitted together from the
+    batched answers: (problems, probes, classes) for :func:`~mmal_core.utilization.shared_probes`."""
+    from .utilization import ProbeAccuracy, fit_linear_probes, probe_sets
+
+    C = runs[0].dataset.n_classes
+    if not any(isinstance(metric, ProbeAccuracy) for metric, _ in chosen_metrics(models[0], runs[0].dataset,
+                                                                                   runs[0].spec.metrics)):
+        return [], [], C
+    problems = []
+    for run, answers in zip(runs, known):
+        pool, labeled = run.dataset.train, run.labeled()
+        for request, answer in answers:
+            if (request["split"] is pool and request["index"] is not None and "modality_embeddings" in answer
+                    and np.array_equal(request["index"], labeled)):
+                sets = probe_sets(pool, labeled, answer["modality_embeddings"], run.dataset.test.mask,
+                                  list(run.dataset.modality_names))
+                problems.extend(sets.values())
+                break
+    return problems, fit_linear_probes(problems, C), C
+
+
+class _Answered:
+    """A fitted model whose predictions for its round's known calls were computed in a batch:
+    ``predict`` returns a copy of the answer when a call asks for no more than it covers (same
+    split, rows and ``keep``, the same MC-dropout settings), and asks the model otherwise.
+    Everything else is the model's."""
+
+    def __init__(self, model: Any, answers: list[tuple[dict[str, Any], dict[str, Any]]]):
+        self._model, self._answers = model, answers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+        want, params = set(want), params or {}
+        if not want and self._answers:
+            return {}
+        for request, answer in self._answers:
+            known = request.get("keep")
+            same_keep = keep is None if known is None else keep is not None and np.array_equal(
+                np.asarray(keep, dtype=bool), known)
+            if (same_keep and split is request["split"] and want <= request["want"]
+                    and (index is None) == (request["index"] is None)
+                    and (index is None or np.array_equal(np.asarray(index), request["index"]))
+                    and ("mc_probs" not in want or all(params.get(p) == request["params"].get(p)
+                                                       for p in ("mc_samples", "mc_seed")))):
+                return {f: {m: np.array(v) for m, v in answer[f].items()} if isinstance(answer[f], dict)
+                        else np.array(answer[f]) for f in want}
+        return self._model.predict(split, index, want, params, keep)
 
 
 def execute_group(
@@ -580,10 +787,14 @@ def execute_group(
     datasets: "_DatasetsBySeed | None" = None,
     stop_after: int | None = None,
     retries: int = 0,
+    max_bytes: int | None = None,
 ) -> list[RunOutcome]:
     """Run (or resume) several runs in lockstep: round r of every run trains in one batched
     fit (``Model.fit_many``), then each run evaluates, queries and commits its round exactly
-    as :func:`execute_run` would. The runs must share :func:`lockstep_key`; runs resumed at
+    as :func:`execute_run` would. A round's runs go in batches of at most ``max_bytes``
+    (:func:`memory_budget` when None) by the model's estimate (``Model.lockstep_bytes``);
+    the predict calls of a batch's round are answered in batches too (:func:`_predict_group`).
+    The runs must share :func:`lockstep_key`; runs resumed at
     different rounds train with the others at the same round.
 
     A run that raises fails alone (marked failed with its one-line reason); the others go on.
@@ -597,6 +808,7 @@ def execute_group(
     outcomes: dict[int, RunOutcome] = {}
     errors: dict[int, BaseException] = {}
     active: dict[int, _Run] = {}
+    batched_predict = True
     for i, spec in enumerate(specs):
         try:
             active[i] = _Run(spec, store, experiment_id, callbacks, datasets)
@@ -617,22 +829,29 @@ def execute_group(
         sizes: dict[int, list[int]] = {}
         for i in members:  # equal budgets give equal sizes; anything else trains apart
             sizes.setdefault(int(active[i].is_labeled.sum()), []).append(i)
-        for same in sizes.values():
-            t0 = time.perf_counter()
-            try:
-                models = _fit_group([active[i] for i in same])
-            except Exception as err:
-                for i in same:
-                    errors[i] = err
-                    active.pop(i)
-                continue
-            train_seconds = (time.perf_counter() - t0) / len(same)
-            for i, model in zip(same, models):
+        for equal in sizes.values():
+            cap = _members_fitting(active[equal[0]], max_bytes)
+            for same in [equal[start : start + cap] for start in range(0, len(equal), cap)]:
+                t0 = time.perf_counter()
                 try:
-                    active[i].finish_round(model, train_seconds)
+                    models = _fit_group([active[i] for i in same])
                 except Exception as err:
-                    errors[i] = err
-                    active.pop(i)
+                    for i in same:
+                        errors[i] = err
+                        active.pop(i)
+                    continue
+                train_seconds = (time.perf_counter() - t0) / len(same)
+                shared, probes = None, ([], [], 0)
+                if batched_predict:
+                    models, shared, probes = _predict_group([active[i] for i in same], models)
+                    batched_predict = shared is not None  # a broken batched path is reported once
+                with shared_probes(*probes):
+                    for i, model in zip(same, models):
+                        try:
+                            active[i].finish_round(model, train_seconds, shared)
+                        except Exception as err:
+                            errors[i] = err
+                            active.pop(i)
     for i, err in errors.items():
         outcomes[i] = _retry_alone(specs[i], err, store, experiment_id, callbacks, retries)
     return [outcomes[i] for i in range(len(specs))]

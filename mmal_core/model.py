@@ -88,11 +88,34 @@ class Model:
         The models are set up alike (same class, parameters, modalities and classes) and the
         labeled sets have equal sizes. Afterwards each model must be exactly what its own
         ``fit(*jobs[k])`` would have made: nothing of one member may depend on the others,
-        so a run's results do not change with the group it trains in. Classes that
-        implement it set ``lockstep = True``; the loop calls ``fit`` one run at a time for
-        the others.
+        so a run's results do not change with the group it trains in. It returns None (or
+        the K trained models, in order). Classes that implement it set ``lockstep = True``;
+        the loop calls ``fit`` one run at a time for the others.
         """
         raise NotImplementedError
+
+    def lockstep_bytes(self, dataset: Any, n_labeled: int) -> int:
+        """Rough peak memory (bytes) one run adds to a lockstep round with ``n_labeled``
+        labeled samples of ``dataset`` (a :class:`~mmal_core.data.MultimodalDataset`); the
+        loop batches a round's runs so that their sum stays within its memory budget. This
+        default counts the labeled features twice and float32 answers of the width plus
+        eight rows of class probabilities per pool and test sample."""
+        width = sum(m.dim for m in dataset.modalities)
+        rows = len(dataset.train) + len(dataset.test)
+        return 4 * (2 * n_labeled * (width + len(dataset.modalities) + 1) + rows * (width + 8 * dataset.n_classes))
+
+    @classmethod
+    def predict_many(cls, models: list["Model"], requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Optional batched inference: ``models[k].predict(**requests[k])`` for every k, as one
+        list (lockstep execution evaluates the runs of a group with one call).
+
+        requests: keyword arguments of :meth:`predict` (``split``, ``index``, ``want``,
+        ``params``, ``keep``), one dict per model, the models fitted alike (as after
+        :meth:`fit_many`). Each answer must be exactly what the model's own ``predict`` gives;
+        the loop checks the count and the shapes of what comes back. This default asks each
+        model in turn.
+        """
+        return [model.predict(**request) for model, request in zip(models, requests)]
 
     def get_params(self) -> dict[str, Any]:
         return get_params(self)
@@ -303,6 +326,23 @@ class FusionMLP(Model):
             net.eval()
             model.net_ = net
 
+    def lockstep_bytes(self, dataset, n_labeled: int) -> int:
+        """One member's share of a lockstep round (see :meth:`Model.lockstep_bytes`): weights
+        with gradients, Adam moments and stacked copies; its labeled features and their
+        stacked copy; a training batch's activations; the batched answers it holds on the
+        test split (fused, unimodal, every coalition and kept modality, embeddings) and the
+        pool (with 20 MC-dropout passes); an eval pass's activations over the larger split."""
+        M, C, h = len(dataset.modalities), dataset.n_classes, self.hidden
+        width = sum(m.dim for m in dataset.modalities)
+        weights = sum(d * h + h * h + 2 * h for d in (m.dim for m in dataset.modalities)) + (M + 1) * (h * C + C) \
+            + M * h * h + 2 * h
+        labeled = 2 * n_labeled * (width + M + 1)
+        batch = 4 * self.batch_size * (width + 12 * h * (M + 1))
+        test = len(dataset.test) * (C * (1 + 2 * M + 2**M) + h * (M + 1))
+        pool = len(dataset.train) * (C * (1 + M + 20) + h * (M + 1))
+        passes = max(len(dataset.train), len(dataset.test)) * (width + 4 * h * (M + 1))
+        return 4 * (6 * weights + labeled + batch + test + pool + passes)
+
     def _members_fitting(self, device, net, n: int) -> int:
         """How many members one stack on ``device`` may hold: half the free memory over a
         generous estimate of one member's (weights, gradients and Adam moments, its labeled
@@ -345,36 +385,50 @@ class FusionMLP(Model):
         return buf.getvalue()
 
     # -- inference -----------------------------------------------------------------------
-    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
-        import torch
-
+    def _check_want(self, want) -> set[str]:
         if self.net_ is None:
             raise MmalError("model: predict called before fit")
         want = set(want)
         unknown = want - self.provided()
         if unknown:
             raise MmalError(f"model '{self.name}' cannot provide {sorted(unknown)} with its current parameters")
-        params = params or {}
-        index = np.arange(len(split)) if index is None else np.asarray(index, dtype=np.int64)
-        n, names = len(index), [m.name for m in self.modalities_]
-        M = len(names)
-        # every subset, the empty one first: () is the fused prediction with every modality masked
-        subsets = [s for r in range(0, M + 1) for s in combinations(range(M), r)] if "subset_probs" in want else []
-        T = int(params.get("mc_samples", 20)) if "mc_probs" in want else 0
-        device = next(self.net_.parameters()).device
+        return want
+
+    def _subsets(self, want) -> list[tuple[int, ...]]:
+        """Every subset of modalities when ``subset_probs`` is wanted, the empty one first: ()
+        is the fused prediction with every modality masked."""
+        M = len(self.modalities_)
+        return [s for r in range(0, M + 1) for s in combinations(range(M), r)] if "subset_probs" in want else []
+
+    def _empty_outputs(self, n: int, want, subsets, T: int) -> dict[str, Any]:
+        """The arrays :meth:`predict` fills for ``n`` rows."""
+        names, C = [m.name for m in self.modalities_], self.n_classes_
         out: dict[str, Any] = {}
         if "probs" in want:
-            out["probs"] = np.empty((n, self.n_classes_), np.float32)
+            out["probs"] = np.empty((n, C), np.float32)
         if "embeddings" in want:
             out["embeddings"] = np.empty((n, self.hidden), np.float32)
         if "modality_probs" in want:
-            out["modality_probs"] = {m: np.empty((n, self.n_classes_), np.float32) for m in names}
+            out["modality_probs"] = {m: np.empty((n, C), np.float32) for m in names}
         if "modality_embeddings" in want:
             out["modality_embeddings"] = {m: np.empty((n, self.hidden), np.float32) for m in names}
         if T:
-            out["mc_probs"] = np.empty((T, n, self.n_classes_), np.float32)
+            out["mc_probs"] = np.empty((T, n, C), np.float32)
         if subsets:
-            out["subset_probs"] = {tuple(names[i] for i in s): np.empty((n, self.n_classes_), np.float32) for s in subsets}
+            out["subset_probs"] = {tuple(names[i] for i in s): np.empty((n, C), np.float32) for s in subsets}
+        return out
+
+    def predict(self, split, index=None, want=frozenset({"probs"}), params=None, keep=None):
+        import torch
+
+        want = self._check_want(want)
+        params = params or {}
+        index = np.arange(len(split)) if index is None else np.asarray(index, dtype=np.int64)
+        n, names = len(index), [m.name for m in self.modalities_]
+        subsets = self._subsets(want)
+        T = int(params.get("mc_samples", 20)) if "mc_probs" in want else 0
+        device = next(self.net_.parameters()).device
+        out = self._empty_outputs(n, want, subsets, T)
         net = self.net_
         mc_seed = int(params.get("mc_seed", getattr(self, "seed_", 0))) + 7919
         mc_rng = np.random.default_rng(mc_seed)  # dropout masks on the CPU (torch's generator on CUDA)
@@ -414,4 +468,153 @@ class FusionMLP(Model):
                     logits = net.mc_logits(xs, mask, T, rng=mc_rng)
                     out["mc_probs"][:, sl] = torch.softmax(logits, dim=2).cpu().numpy()
                     net.eval()
+        return out
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        """Batched :meth:`predict` (see :meth:`Model.predict_many`) with the same bits per
+        answer as the model's own ``predict``, on the CPU: the requests of one model on the
+        same rows of one split share one encoder pass (``keep`` only changes the mask, and a
+        subset's prediction is the fused one under the subset's mask, so each distinct mask
+        is fused once), and such units with equal row counts run as one stacked network
+        (stacks of ``CPU_STACK``), with the batched products of :meth:`fit_many`;
+        MC-dropout masks come from each request's own generator in the order ``predict``
+        draws them. On other devices it asks each model in turn."""
+        import torch
+
+        if len(models) != len(requests):
+            raise MmalError(f"model: predict_many needs one request per model, got {len(models)} and {len(requests)}")
+        if not models:
+            return []
+        first = models[0]
+        for model, request in zip(models, requests):
+            model._check_want(request.get("want", frozenset({"probs"})))
+        on_cpu = all(next(m.net_.parameters()).device.type == "cpu" for m in models)
+        if not on_cpu or any(m.get_params() != first.get_params() for m in models):
+            return super().predict_many(models, requests)
+        units: dict[tuple, list[int]] = {}
+        for k, (model, request) in enumerate(zip(models, requests)):
+            index = request.get("index")
+            rows = None if index is None else np.asarray(index, dtype=np.int64).tobytes()
+            units.setdefault((id(model), id(request["split"]), rows), []).append(k)
+        stacks: dict[tuple, list[list[int]]] = {}
+        for ks in units.values():
+            lead = requests[ks[0]]
+            n = len(lead["split"]) if lead.get("index") is None else len(lead["index"])
+            variants = tuple(sorted({first._keep_key(requests[k].get("keep")) for k in ks}))
+            stacks.setdefault((n, variants), []).append(ks)
+        outs: list[Any] = [None] * len(models)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in fit_many: a product's rounding must not depend on K
+        try:
+            for unit_list in stacks.values():
+                for start in range(0, len(unit_list), CPU_STACK):
+                    cls._predict_stack(models, requests, unit_list[start : start + CPU_STACK], outs)
+        finally:
+            torch.set_num_threads(threads)
+        return outs
+
+    def _keep_key(self, keep) -> tuple[bool, ...]:
+        """The modalities a request keeps, as a tuple of M bools (all True without ``keep``)."""
+        M = len(self.modalities_)
+        return (True,) * M if keep is None else tuple(bool(v) for v in np.asarray(keep, dtype=bool))
+
+    @staticmethod
+    def _predict_stack(models, requests, units, outs):
+        """Answer the requests of ``units`` (lists of request positions, one model, split and
+        set of rows each; equal rows and keeps across units) into ``outs``."""
+        import torch
+
+        from .builtin.network import StackedFusion
+
+        lead = [requests[ks[0]] for ks in units]
+        nets = [models[ks[0]] for ks in units]
+        first = nets[0]
+        names = [m.name for m in first.modalities_]
+        M = len(names)
+        index = [np.arange(len(r["split"])) if r.get("index") is None else np.asarray(r["index"], dtype=np.int64)
+                 for r in lead]
+        n = len(index[0])
+        todo = []  # (unit position, request position, keep key, want, T)
+        for u, ks in enumerate(units):
+            for k in ks:
+                r, model = requests[k], models[k]
+                want = model._check_want(r.get("want", frozenset({"probs"})))
+                T = int((r.get("params") or {}).get("mc_samples", 20)) if "mc_probs" in want else 0
+                todo.append((u, k, first._keep_key(r.get("keep")), want, T))
+                outs[k] = model._empty_outputs(n, want, model._subsets(want), T)
+        rngs = {}  # each MC request's own mask generator, seeded as predict seeds it
+        for _, k, _, _, T in todo:
+            if T:
+                seed = (requests[k].get("params") or {}).get("mc_seed", getattr(models[k], "seed_", 0))
+                rngs[k] = np.random.default_rng(int(seed) + 7919)
+        stack = StackedFusion([m.net_ for m in nets])
+        uniform = 1.0 / first.n_classes_
+        with torch.no_grad():
+            for start in range(0, n, first.eval_batch_size):
+                sl = slice(start, min(start + first.eval_batch_size, n))
+                tensors = [m._tensors(r["split"], ix[sl], torch.device("cpu")) for m, r, ix in zip(nets, lead, index)]
+                xs = [torch.stack([t[0][j] for t in tensors]) for j in range(M)]
+                mask = torch.stack([t[1] for t in tensors])
+                z = stack.encode(xs)
+                fused: dict[tuple[bool, ...], Any] = {}
+
+                def masked(eff):
+                    return mask if all(eff) else mask & torch.tensor(eff)
+
+                def fuse(eff):
+                    """(emb, probs, modality logits) of every unit with only the modalities ``eff``."""
+                    if eff not in fused:
+                        emb, logits, mod_logits = stack.fuse(z, masked(eff))
+                        fused[eff] = (emb, torch.softmax(logits, dim=2), mod_logits)
+                    return fused[eff]
+
+                mc: dict[tuple, list[tuple[int, int]]] = {}
+                for u, k, keep, want, T in todo:
+                    out = outs[k]
+                    if want & {"probs", "embeddings", "modality_probs"}:
+                        emb, probs, mod_logits = fuse(keep)
+                        if "probs" in want:
+                            out["probs"][sl] = probs[u].numpy()
+                        if "embeddings" in want:
+                            out["embeddings"][sl] = emb[u].numpy()
+                        if "modality_probs" in want:
+                            eff = masked(keep)
+                            for j, m in enumerate(names):
+                                p = torch.softmax(mod_logits[j][u], dim=1)
+                                p = torch.where(eff[u, :, j : j + 1], p, torch.full_like(p, uniform))
+                                out["modality_probs"][m][sl] = p.numpy()
+                    if "modality_embeddings" in want:
+                        eff = masked(keep)
+                        for j, m in enumerate(names):
+                            out["modality_embeddings"][m][sl] = (z[j][u] * eff[u, :, j : j + 1]).numpy()
+                    if "subset_probs" in want:
+                        for s in first._subsets(want):
+                            eff = tuple(keep[j] and j in s for j in range(M))
+                            out["subset_probs"][tuple(names[i] for i in s)][sl] = fuse(eff)[1][u].numpy()
+                    if T:
+                        mc.setdefault((T, keep), []).append((u, k))
+                for (T, keep), members in mc.items():
+                    us = [u for u, _ in members]
+                    logits = FusionMLP._mc_logits([models[k].net_ for _, k in members], [x[us] for x in xs],
+                                                  masked(keep)[us], T, [rngs[k] for _, k in members])
+                    for i, (_, k) in enumerate(members):
+                        outs[k]["mc_probs"][:, sl] = logits[i]
+
+    @staticmethod
+    def _mc_logits(nets, xs, mask, T, rngs, max_rows=262144):
+        """The (T, B, C) MC-dropout probabilities of each of the stacked members ``nets``,
+        computed in parts of at most ``max_rows`` rows of activations."""
+        import torch
+
+        from .builtin.network import StackedFusion
+
+        B = mask.shape[1]
+        rows = min(T, max(1, 65536 // max(B, 1))) * B  # one member's rows per pass chunk (see mc_logits)
+        size = max(1, max_rows // max(rows, 1))
+        out = []
+        for start in range(0, len(nets), size):
+            part = slice(start, start + size)
+            logits = StackedFusion(nets[part]).mc_logits([x[part] for x in xs], mask[part], T, rngs[part])
+            out.extend(torch.softmax(logits, dim=3).numpy())
         return out

@@ -38,6 +38,8 @@ modality name, stored in the round's metrics:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -80,41 +82,118 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1
     ``L = ||X||_2^2 / (2 n) + l2`` on the curvature (strongly convex: converges linearly);
     stops after ``max_iter`` steps or when the gradient is tiny. Pure numpy, O(max_iter n d C).
     Returns a function mapping (m, d) features to (m,) predicted labels. With a single class
-    in ``y`` the probe predicts that class.
+    in ``y`` the probe predicts that class. Inside :func:`shared_probes` a probe fitted there
+    ahead (the same ``x``, ``y`` and settings) is returned as it is.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    classes = np.unique(y)
-    if len(classes) == 1:
-        only = int(classes[0])
-        return lambda z: np.full(len(z), only, dtype=np.int64)
-    n, d = x.shape
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    xs = np.hstack([(x - mu) / sd, np.ones((n, 1))])  # last column: the bias
-    onehot = np.zeros((n, n_classes))
-    onehot[np.arange(n), y] = 1.0
-    penalty = np.full((d + 1, 1), l2)
-    penalty[-1] = 0.0
-    step = 1.0 / (np.linalg.norm(xs, 2) ** 2 / (2.0 * n) + l2)
-    w = np.zeros((d + 1, n_classes))
+    if _SHARED is not None:
+        fitted = _SHARED.get(_probe_key(x, y, n_classes, l2, max_iter))
+        if fitted is not None:
+            return fitted
+    return fit_linear_probes([(x, y)], n_classes, l2, max_iter)[0]
+
+
+def fit_linear_probes(problems: list[tuple[np.ndarray, np.ndarray]], n_classes: int, l2: float = 1e-2,
+                      max_iter: int = 200) -> list[Any]:
+    """:func:`fit_linear_probe` of every ``(x, y)`` in ``problems``, bit for bit: problems of
+    equal shape descend together as one stack (numpy's stacked products and elementwise
+    operations give every slice the bits of its own), each stopping where it would alone."""
+    fitted: list[Any] = [None] * len(problems)
+    stacks: dict[tuple[int, int], list[tuple[int, Any, Any, Any, Any, Any]]] = {}
+    for i, (x, y) in enumerate(problems):
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        classes = np.unique(y)
+        if len(classes) == 1:
+            fitted[i] = _constant_probe(int(classes[0]))
+            continue
+        n, d = x.shape
+        mu = x.mean(axis=0)
+        sd = x.std(axis=0)
+        sd = np.where(sd > 1e-8, sd, 1.0)
+        xs = np.hstack([(x - mu) / sd, np.ones((n, 1))])  # last column: the bias
+        onehot = np.zeros((n, n_classes))
+        onehot[np.arange(n), y] = 1.0
+        step = 1.0 / (np.linalg.norm(xs, 2) ** 2 / (2.0 * n) + l2)
+        stacks.setdefault((n, d), []).append((i, mu, sd, xs, onehot, step))
+    for (n, d), members in stacks.items():
+        penalty = np.full((d + 1, 1), l2)
+        penalty[-1] = 0.0
+        weights = _descend(np.stack([m[3] for m in members]), np.stack([m[4] for m in members]), penalty,
+                           np.array([m[5] for m in members]).reshape(-1, 1, 1), n, max_iter)
+        for (i, mu, sd, *_), w in zip(members, weights):
+            fitted[i] = _linear_probe(mu, sd, w)
+    return fitted
+
+
+def _descend(xs, onehot, penalty, step, n, max_iter):
+    """Nesterov descent of K stacked probes (see :func:`fit_linear_probe`): weights of each."""
+    K, d1, C = xs.shape[0], xs.shape[2], onehot.shape[2]
+    w = np.zeros((K, d1, C))
     look = w.copy()
     t = 1.0
+    stopped: list[Any] = [None] * K
+    xt = np.swapaxes(xs, 1, 2)
     for _ in range(max_iter):
         logits = xs @ look
-        logits -= logits.max(axis=1, keepdims=True)
+        logits -= logits.max(axis=2, keepdims=True)
         p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        grad = xs.T @ (p - onehot) / n + penalty * look
-        if np.abs(grad).max() < 1e-6:
-            w = look
+        p /= p.sum(axis=2, keepdims=True)
+        grad = xt @ (p - onehot) / n + penalty * look
+        for k in np.flatnonzero(np.abs(grad).max(axis=(1, 2)) < 1e-6):
+            if stopped[k] is None:
+                stopped[k] = look[k].copy()
+        if all(s is not None for s in stopped):
             break
         w_next = look - step * grad
         t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         look = w_next + ((t - 1.0) / t_next) * (w_next - w)
         w, t = w_next, t_next
+    return [s if s is not None else w[k] for k, s in enumerate(stopped)]
+
+
+def _linear_probe(mu, sd, w):
     return lambda z: (((np.asarray(z, dtype=np.float64) - mu) / sd) @ w[:-1] + w[-1]).argmax(axis=1)
+
+
+def _constant_probe(only: int):
+    return lambda z: np.full(len(z), only, dtype=np.int64)
+
+
+#: Probes fitted ahead by :func:`shared_probes`, by :func:`_probe_key` (None outside).
+_SHARED: dict[tuple, Any] | None = None
+
+
+def _probe_key(x, y, n_classes: int, l2: float, max_iter: int) -> tuple:
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+    digest = hashlib.blake2b(x.tobytes(), digest_size=16)
+    digest.update(y.tobytes())
+    return (x.shape, x.dtype.str, y.dtype.str, n_classes, l2, max_iter, digest.digest())
+
+
+@contextlib.contextmanager
+def shared_probes(problems: list[tuple[np.ndarray, np.ndarray]], fitted: list[Any], n_classes: int):
+    """Within the block :func:`fit_linear_probe` (default settings) of any of ``problems``
+    returns its probe in ``fitted`` (from :func:`fit_linear_probes`: lockstep fits the probe
+    metrics of a group's runs in one stacked descent)."""
+    global _SHARED
+    previous = _SHARED
+    _SHARED = {**(previous or {}), **{_probe_key(x, y, n_classes, 1e-2, 200): f for (x, y), f in zip(problems, fitted)}}
+    try:
+        yield
+    finally:
+        _SHARED = previous
+
+
+def probe_sets(pool: Any, labeled: np.ndarray, lab_emb: dict[str, np.ndarray], test_mask: np.ndarray,
+               names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) of the labeled samples that have ``m``, for every modality ``m``
+    that the labeled set and the test split both have: what :class:`ProbeAccuracy` fits."""
+    out = {}
+    for j, m in enumerate(names):
+        have_l = pool.mask[labeled, j]
+        if have_l.any() and test_mask[:, j].any():
+            out[m] = (lab_emb[m][have_l], pool.labels[labeled][have_l])
+    return out
 
 
 def _accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -198,17 +277,17 @@ class ProbeAccuracy(_Utilization):
     needs = frozenset({"modality_embeddings", "labeled"})
 
     def compute(self, ctx: MetricContext) -> dict[str, float]:
-        pool, test, labeled = ctx.dataset.train, ctx.test, ctx.labeled
+        test = ctx.test
         test_emb = ctx.output("modality_embeddings")
-        lab_emb = ctx.labeled_output("modality_embeddings")
+        sets = probe_sets(ctx.dataset.train, ctx.labeled, ctx.labeled_output("modality_embeddings"), test.mask,
+                          ctx.modality_names)
         probe: dict[str, float] = {}
         for j, m in enumerate(ctx.modality_names):
-            have_l = pool.mask[labeled, j]
-            have_t = test.mask[:, j]
-            if not have_l.any() or not have_t.any():
+            if m not in sets:
                 probe[m] = float("nan")
                 continue
-            predict = fit_linear_probe(lab_emb[m][have_l], pool.labels[labeled][have_l], ctx.n_classes)
+            have_t = test.mask[:, j]
+            predict = fit_linear_probe(*sets[m], ctx.n_classes)
             probe[m] = float(np.mean(predict(test_emb[m][have_t]) == ctx.labels[have_t]))
         return probe
 

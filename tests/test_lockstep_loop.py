@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _support import tiny_config
-from mmal_core import hookimpl
+from mmal_core import hookimpl, load_dataset, utilization
 from mmal_core.config import parse_config
 from mmal_core.runtime.executors import LocalExecutor
 from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
@@ -70,6 +70,62 @@ def test_any_group_size_and_order_gives_the_same_rounds(tmp_path, reference, ord
     assert got and all(got[k] == reference[k] for k in got)
 
 
+def test_group_evaluates_and_builds_views_in_batched_passes(tmp_path, reference, monkeypatch):
+    """Test metrics, utilization (coalitions, kept modalities, probes) and every strategy's
+    PoolView fields come from the batched passes: no per-run predict, same stored rounds."""
+    calls, batched = [], []
+    predict, predict_many = FusionMLP.predict, FusionMLP.predict_many.__func__
+
+    def one(self, *args, **kwargs):
+        calls.append(kwargs.get("want"))
+        return predict(self, *args, **kwargs)
+
+    def many(cls, models, requests):
+        batched.append(len(requests))
+        return predict_many(cls, models, requests)
+
+    probes = []
+    fit_linear_probes = utilization.fit_linear_probes
+
+    def fit_probes(problems, *args, **kwargs):
+        probes.append(len(problems))
+        return fit_linear_probes(problems, *args, **kwargs)
+
+    monkeypatch.setattr(FusionMLP, "predict", one)
+    monkeypatch.setattr(FusionMLP, "predict_many", classmethod(many))
+    monkeypatch.setattr(utilization, "fit_linear_probes", fit_probes)
+    db = tmp_path / "batched.db"
+    run_experiment(_config(), str(db))
+    assert calls == [] and len(batched) == 2 * 3  # the test split and the pool, each round
+    assert probes == [14 * 2] * 3  # the linear probes of every run and modality at once, each round
+    metrics = next(iter(reference.values()))[1]
+    assert {"shapley_accuracy", "modality_accuracy", "probe_accuracy", "head_accuracy"} <= set(metrics)
+    assert rounds(db) == reference
+
+
+def test_a_tight_memory_budget_splits_the_rounds_into_batches_with_the_same_rounds(tmp_path, reference, monkeypatch):
+    cfg = _config()
+    specs = run_specs(cfg)
+    dataset = load_dataset("synthetic-missing", seed=0, n_train=240, n_test=90, dim=6)
+    each = FusionMLP(**cfg.model.params).lockstep_bytes(dataset, 10)
+    assert each > 0
+    sizes = []
+    fit_many = FusionMLP.fit_many.__func__
+
+    def spy(cls, models, jobs):
+        sizes.append(len(models))
+        return fit_many(cls, models, jobs)
+
+    monkeypatch.setattr(FusionMLP, "fit_many", classmethod(spy))
+    db = tmp_path / "tight.db"
+    with Store(db) as store:
+        eid = store.experiment(cfg.name, cfg.hash(), cfg.canonical(), {})
+        outcomes = execute_group(specs, store, eid, max_bytes=4 * each)
+    assert all(o.status == "finished" for o in outcomes)
+    assert sizes[:4] == [4, 4, 4, 2] and max(sizes) <= 4  # 14 runs, at most 4 a batch (fewer as sets grow)
+    assert rounds(db) == reference
+
+
 def test_workers_two_split_groups_over_processes(tmp_path, reference):
     db = tmp_path / "workers.db"
     executor = LocalExecutor(workers=2)
@@ -108,12 +164,55 @@ class Broken(FusionMLP):
         raise ValueError("shapes do not match")
 
 
+class ShortFit(FusionMLP):
+    """A batched fit that hands back one model too few."""
+
+    name = "short-fit"
+
+    @classmethod
+    def fit_many(cls, models, jobs):
+        super().fit_many(models, jobs)
+        return models[:-1]
+
+
+class ShortAnswers(FusionMLP):
+    """A batched predict that leaves out the last request's answer."""
+
+    name = "short-answers"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        return super().predict_many(models, requests)[:-1]
+
+
+class WrongShapes(FusionMLP):
+    """A batched predict whose fused probabilities lose a row."""
+
+    name = "wrong-shapes"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        answers = super().predict_many(models, requests)
+        for answer in answers:
+            if "probs" in answer:
+                answer["probs"] = answer["probs"][1:]
+        return answers
+
+
+class RaisingPredict(FusionMLP):
+    name = "raising-predict"
+
+    @classmethod
+    def predict_many(cls, models, requests):
+        raise IndexError("stack too small")
+
+
 @pytest.fixture
 def models():
     class Plugin:
         @hookimpl
         def mmal_register_models(self):
-            return [Plain, Broken]
+            return [Plain, Broken, ShortFit, ShortAnswers, WrongShapes, RaisingPredict]
 
     previous = reset_plugin_manager(None)
     pm = get_plugin_manager()
@@ -123,15 +222,37 @@ def models():
     reset_plugin_manager(previous)
 
 
-@pytest.mark.parametrize("name", ["plain-mlp", "broken-lockstep"])
+@pytest.mark.parametrize("name", ["plain-mlp", "broken-lockstep", "short-fit"])
 def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, models, name, caplog):
     cfg = _config(model={"name": name, "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}})
     db = tmp_path / "plain.db"
     outcomes = run_experiment(cfg, str(db))
     assert all(o.status == "finished" for o in outcomes)
     if name == "broken-lockstep":
-        assert "model 'broken-lockstep': fit_many failed (ValueError: shapes do not match)" in caplog.text
+        assert ("model 'broken-lockstep' of plugin 'test-models' (mmal-test-models): fit_many failed "
+                "(ValueError: shapes do not match); training these 14 runs one at a time") in caplog.text
+    if name == "short-fit":
+        assert ("model 'short-fit' of plugin 'test-models' (mmal-test-models): fit_many returned 13 models "
+                "for 14 runs; training these 14 runs one at a time") in caplog.text
     # the same networks as fusion-mlp's: only the model's name (and so the run keys) differ
+    assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("short-answers", "returned 41 answers for 42 requests"),
+    ("wrong-shapes", "answer 0: 'probs' has shape (89, 4) for 90 rows"),
+    ("raising-predict", "raised IndexError: stack too small"),
+])
+def test_batched_predict_with_wrong_answers_falls_back_to_one_run_at_a_time(tmp_path, reference, models, name,
+                                                                           problem, caplog):
+    cfg = _config(model={"name": name, "params": {"epochs": 2, "hidden": 8, "min_steps": 6, "modality_dropout": 0.2}})
+    db = tmp_path / "bad.db"
+    outcomes = run_experiment(cfg, str(db))
+    assert all(o.status == "finished" for o in outcomes)
+    lines = [r.getMessage() for r in caplog.records if "predict_many" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]  # once per group, one line
+    assert lines[0] == (f"model '{name}' of plugin 'test-models' (mmal-test-models): predict_many {problem}; "
+                        "these 14 runs predict one at a time")
     assert sorted(map(json.dumps, rounds(db).values())) == sorted(map(json.dumps, reference.values()))
 
 

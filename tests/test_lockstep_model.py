@@ -114,3 +114,66 @@ def test_fit_many_refuses_unequal_labeled_sizes_or_parameters():
     a.setup(specs, 3), b.setup(specs, 3)
     with pytest.raises(MmalError, match="equal parameters"):
         FusionMLP.fit_many([a, b], _jobs(2)[0])
+
+
+def _requests(jobs, rng_seed=0):
+    """Per member: the calls a round makes (test-like split, unlabeled rows with MC, labeled rows, a kept subset)."""
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for k, (pool, labeled, _, _) in enumerate(jobs):
+        unlabeled = np.setdiff1d(np.arange(len(pool)), labeled)
+        wants = [{"probs", "modality_probs", "modality_embeddings", "subset_probs"},
+                 {"probs", "embeddings", "mc_probs"} if k % 2 else {"embeddings"},
+                 {"modality_embeddings", "embeddings"}]
+        out.append([
+            {"split": pool, "index": None, "want": wants[0]},
+            {"split": pool, "index": unlabeled[: len(pool) - 60], "want": wants[1],
+             "params": {"mc_samples": 3 + k % 2 * 2}},
+            {"split": pool, "index": labeled, "want": wants[2]},
+            {"split": pool, "index": None, "want": {"probs"}, "keep": np.array([True, bool(rng.integers(2))])},
+        ])
+    return out
+
+
+def _same_outputs(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            assert a[key].keys() == b[key].keys()
+            for m in a[key]:
+                assert np.array_equal(a[key][m], b[key][m]), key
+        else:
+            assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("params", [{"fusion": f} for f in FUSIONS] + [{"unimodal_heads": False}, {"dropout": 0.0}],
+                         ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_predict_equals_each_members_predict_bit_for_bit(params, threads):
+    params = {"epochs": 2, "hidden": 32, "min_steps": 4, "device": "cpu", **params}
+    jobs = []
+    for k in range(5):
+        pool, specs = _pool(n=700, seed=k % 3)
+        labeled = np.random.default_rng(100 + k).choice(len(pool), 60, replace=False)
+        jobs.append((pool, labeled, 1000 + 7 * k, None))
+    models = _together(jobs, specs, **params)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        calls = _requests(jobs)
+        for c in range(len(calls[0])):
+            requests = [member[c] for member in calls]
+            for r in requests:
+                r["want"] = set(r["want"]) & models[0].provided()
+            alone = [m.predict(**r) for m, r in zip(models, requests)]
+            together = FusionMLP.predict_many(models, requests)
+            assert len(together) == len(models)
+            for a, b in zip(alone, together):
+                _same_outputs(a, b)
+        # every call of every member at once: calls on the same rows share one encoder pass
+        flat = [(m, r) for m, member in zip(models, calls) for r in member]
+        together = FusionMLP.predict_many([m for m, _ in flat], [r for _, r in flat])
+        for (m, r), b in zip(flat, together):
+            _same_outputs(m.predict(**r), b)
+    finally:
+        torch.set_num_threads(before)

@@ -97,6 +97,33 @@ def test_linear_probe_agrees_with_sklearn():
     assert fit_linear_probe(x[:5], np.full(5, 2), 3)(xt).tolist() == [2] * 100
 
 
+def _probe_weights(predict):
+    return [c.cell_contents for c in predict.__closure__ if isinstance(c.cell_contents, np.ndarray)]
+
+
+def test_linear_probes_fitted_together_equal_each_alone_bit_for_bit():
+    from mmal_core.utilization import fit_linear_probes, shared_probes
+
+    rng = np.random.default_rng(3)
+    problems = []
+    for k in range(9):  # equal shapes stack; one single-class, one of another size, one that stops early
+        n = 60 if k != 4 else 45
+        x = rng.normal(size=(n, 8)).astype(np.float32) * (1e-5 if k == 2 else 1 + k)
+        problems.append((x, rng.integers(0, 3, n) if k != 6 else np.full(n, 1)))
+    xt = rng.normal(size=(50, 8))
+    together = fit_linear_probes(problems, 3)
+    for (x, y), fitted in zip(problems, together):
+        alone = fit_linear_probe(x, y, 3)
+        assert np.array_equal(alone(xt), fitted(xt))
+        if len(np.unique(y)) > 1:
+            assert all(np.array_equal(a, b) for a, b in zip(_probe_weights(alone), _probe_weights(fitted)))
+    with shared_probes(problems, together, 3):
+        assert fit_linear_probe(*problems[3], 3) is together[3]
+        assert fit_linear_probe(problems[3][0], problems[3][1], 3, l2=0.1) is not together[3]
+        assert fit_linear_probe(problems[3][0] + 1, problems[3][1], 3) is not together[3]
+    assert fit_linear_probe(*problems[3], 3) is not together[3]
+
+
 def informative_and_noise_dataset(n_train=400, n_test=300, seed=0):
     """m0 carries the label, m1 is pure noise; 10% of the samples lack m1."""
     rng = np.random.default_rng(seed)

@@ -198,11 +198,8 @@ class StackedFusion:
         self.M = len(first.encoders)
         self.heads = first.modality_heads is not None
         self.p = float(first.encoders[0][2].p)
-        names = [n for n, _ in first.named_parameters()]
-        self.params = {
-            n: torch.stack([dict(net.named_parameters())[n].detach() for net in nets]).requires_grad_(True)
-            for n in names
-        }
+        named = [dict(net.named_parameters()) for net in nets]  # once per member: walking modules is slow
+        self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
 
     def write_back(self) -> None:
         """Copy the trained stacked weights into the member networks."""
@@ -215,29 +212,41 @@ class StackedFusion:
     def _lin(self, x, name):
         return _linear(x, self.params[name + ".weight"], self.params[name + ".bias"])
 
-    def _dropout(self, h, gens):
-        """Dropout drawn per member, the way ``F.dropout`` draws it on the CPU."""
+    def _dropouts(self, gens, rows: int, device):
+        """The dropout of one training step: a function applied after each hidden layer in
+        turn, as ``F.dropout`` draws it on the CPU for each member. Every hidden layer is
+        (rows, hidden) and nothing else draws from a member's generator within a step, so
+        each member's masks for the step come from one Bernoulli call on its generator
+        (one (layers, rows, hidden) block, the same stream as one draw per layer)."""
         if self.p == 0.0:
-            return h
+            return lambda h: h
         if self.p >= 1.0:
-            return h * torch.zeros_like(h)
+            return lambda h: h * torch.zeros_like(h)
         keep = 1.0 - self.p
-        shape = tuple(h.shape[1:])
-        noise = torch.stack([torch.empty(shape).bernoulli_(keep, generator=g) for g in gens]).to(h.device)
-        noise.div_(keep)
-        return h * noise
+        layers = 2 * self.M + (self.fusion != "late")
+        hidden = self.params["encoders.0.0.weight"].shape[1]
+        noise = torch.empty((len(gens), layers, rows, hidden))
+        for k, g in enumerate(gens):
+            noise[k].bernoulli_(keep, generator=g)
+        noise = noise.div_(keep).to(device)
+        used = iter(range(layers))
+        return lambda h: h * noise[:, next(used)]
 
-    def loss(self, xs, mask, y, aux_weight, gens):
-        """Sum over members of each member's own loss (so each member's gradient is its own).
-
-        xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
-        """
+    def encode(self, xs, drop=None):
+        """Per-modality encoder outputs, a list of (K, B, h); ``drop`` (training: per-member
+        dropout) is applied after each hidden layer, in the order ``FusionNetwork`` applies it."""
         z = []
         for j, x in enumerate(xs):
-            h = self._dropout(torch.relu(self._lin(x, f"encoders.{j}.0")), gens)
-            z.append(self._dropout(torch.relu(self._lin(h, f"encoders.{j}.3")), gens))
+            h = torch.relu(self._lin(x, f"encoders.{j}.0"))
+            h = torch.relu(self._lin(drop(h) if drop else h, f"encoders.{j}.3"))
+            z.append(drop(h) if drop else h)
+        return z
+
+    def fuse(self, z, mask, drop=None):
+        """(fused embedding (K, B, h), fused logits (K, B, C), list of M modality logits):
+        :meth:`FusionNetwork.fuse` for every member; late fusion's logits are log-probabilities."""
         m = mask.to(z[0].dtype)
-        K, B = y.shape
+        K, B = mask.shape[:2]
         C = self.n_classes
         mod_logits = [self._lin(zj, f"modality_heads.{j}") for j, zj in enumerate(z)] if self.heads else []
         count = m.sum(dim=2, keepdim=True)
@@ -248,22 +257,35 @@ class StackedFusion:
             # log one member at a time: an elementwise kernel's vector/scalar split must not
             # depend on where a member's rows sit in the stack
             logp = torch.stack([torch.log(probs[k].clamp(min=1e-12)) for k in range(K)])
-            main = F.nll_loss(logp.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
+            emb = (torch.stack(z, dim=2) * m.unsqueeze(3)).sum(dim=2) / count.clamp(min=1)
+            return emb, logp, mod_logits
+        if self.fusion == "concat":
+            fused = torch.cat([zj * m[:, :, j : j + 1] for j, zj in enumerate(z)], dim=2)
+        elif self.fusion == "sum":
+            fused = (torch.stack(z, dim=2) * m.unsqueeze(3)).sum(dim=2) / count.clamp(min=1)
         else:
-            if self.fusion == "concat":
-                fused = torch.cat([zj * m[:, :, j : j + 1] for j, zj in enumerate(z)], dim=2)
-            elif self.fusion == "sum":
-                fused = (torch.stack(z, dim=2) * m.unsqueeze(3)).sum(dim=2) / count.clamp(min=1)
-            else:
-                stacked = torch.stack(z, dim=2)  # (K, B, M, h)
-                hdim = stacked.shape[3]
-                scores = self._lin(stacked.reshape(K, B * self.M, hdim), "gate").view(K, B, self.M)
-                scores = scores.masked_fill(~mask, float("-inf"))
-                weights = torch.softmax(scores, dim=2).nan_to_num(0.0)
-                fused = (stacked * weights.unsqueeze(3)).sum(dim=2)
-            emb = self._dropout(torch.relu(self._lin(fused, "fusion_layer.0")), gens)
-            logits = self._lin(emb, "head")
-            main = F.cross_entropy(logits.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
+            stacked = torch.stack(z, dim=2)  # (K, B, M, h)
+            hdim = stacked.shape[3]
+            scores = self._lin(stacked.reshape(K, B * self.M, hdim), "gate").view(K, B, self.M)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=2).nan_to_num(0.0)
+            fused = (stacked * weights.unsqueeze(3)).sum(dim=2)
+        emb = torch.relu(self._lin(fused, "fusion_layer.0"))
+        emb = drop(emb) if drop else emb
+        return emb, self._lin(emb, "head"), mod_logits
+
+    def loss(self, xs, mask, y, aux_weight, gens):
+        """Sum over members of each member's own loss (so each member's gradient is its own).
+
+        xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
+        """
+        K, B = y.shape
+        drop = self._dropouts(gens, B, y.device)
+        _, logits, mod_logits = self.fuse(self.encode(xs, drop), mask, drop)
+        m = mask.to(logits.dtype)
+        C = self.n_classes
+        lossf = F.nll_loss if self.fusion == "late" else F.cross_entropy
+        main = lossf(logits.reshape(K * B, C), y.reshape(-1), reduction="none").view(K, B).mean(dim=1)
         loss = main
         if mod_logits and (aux_weight > 0 or self.fusion == "late"):
             per = torch.stack(
@@ -273,6 +295,34 @@ class StackedFusion:
             aux = (per * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp(min=1)
             loss = loss + max(aux_weight, 0.0) * aux
         return loss.sum()
+
+    # inference ---------------------------------------------------------------------------
+    def mc_logits(self, xs, mask, T, rngs, max_rows=65536):
+        """(K, T, B, C) fused logits under T MC-dropout passes, member k's masks drawn from
+        numpy Generator ``rngs[k]`` exactly as :meth:`FusionNetwork.mc_logits` draws them
+        (same passes per chunk, same order of draws), so each member gets its own bits."""
+        first = [torch.relu(self._lin(x, f"encoders.{j}.0")) for j, x in enumerate(xs)]
+        K, B = mask.shape[:2]
+        keep = 1.0 - self.p
+
+        def drop(h):
+            if self.p == 0.0:
+                return h
+            shape = tuple(h.shape[1:])
+            u = torch.from_numpy(np.stack([rng.random(shape, dtype=np.float32) for rng in rngs]))
+            return u.lt_(keep).mul_(1.0 / keep).mul_(h)
+
+        out = []
+        step = max(1, max_rows // max(B, 1))
+        for start in range(0, T, step):
+            t = min(step, T - start)
+            z = []
+            for j, h in enumerate(first):
+                h = torch.relu(self._lin(drop(h.repeat(1, t, 1)), f"encoders.{j}.3"))
+                z.append(drop(h))
+            _, logits, _ = self.fuse(z, mask.repeat(1, t, 1), drop)
+            out.append(logits.view(K, t, B, -1))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     def fit(self, xs, mask, y, gens, epochs, batch_size, lr, weight_decay, aux_weight, modality_dropout):
         """Train every member: xs list of (K, n, d_m), mask (K, n, M), y (K, n); gens: K generators."""
