@@ -500,7 +500,7 @@ def fitted_tiny_model() -> tuple[Any, MultimodalDataset, np.ndarray]:
 
     Built once per process (metric checks share it)."""
     if "model" not in _FITTED:
-        from .model import FusionMLP
+        from .builtin.fusion import FusionMLP
 
         data = tiny_dataset()
         labeled = np.arange(0, len(data.train), 2)

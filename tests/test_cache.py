@@ -309,7 +309,7 @@ def test_model_predictions_stream_from_a_lazy_pool(tmp_path):
     import torch
 
     from mmal_core import ModalitySpec, MultimodalDataset
-    from mmal_core.model import FusionMLP
+    from mmal_core.builtin.fusion import FusionMLP
 
     torch.set_num_threads(1)
     path = build(tmp_path)

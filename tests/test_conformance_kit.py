@@ -10,7 +10,7 @@ from mmal_core import Dataset, Encoder, Metric, MmalError, ScoreStrategy
 from mmal_core.plugins import PluginManager
 from mmal_core.benchmark import Benchmark
 from mmal_core.builtin.benchmarks import canonical_suite
-from mmal_core.model import FUSIONS, FusionMLP
+from mmal_core.builtin.fusion import FUSIONS, FusionMLP
 from mmal_core.testing import check_plugin, parametrize_with_checks, tiny_dataset, yield_checks
 
 FAST = {"epochs": 2, "min_steps": 5, "device": "cpu"}

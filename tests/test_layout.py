@@ -117,7 +117,7 @@ def test_the_graph_sees_the_imports_it_must():
     graph = import_graph()
     assert graph.has_edge("mmal_core.loop", "mmal_core.plugins")  # module level
     assert graph.has_edge("mmal_core.leaderboard.benchmarks", "mmal_core.loop")  # inside a function
-    assert graph.has_edge("mmal_core.builtin", "mmal_core.model")  # inside a hook implementation
+    assert graph.has_edge("mmal_core.builtin", "mmal_core.builtin.fusion")  # inside a hook implementation
 
 
 def test_the_import_graph_has_no_cycle():
@@ -199,3 +199,11 @@ def test_every_extra_the_code_names_is_declared_with_its_packages_and_in_all():
                 f"mmal[{extra}] does not bring {module}")
     everything = {e for r in declared["all"] for e in Requirement(r).extras}
     assert everything == set(declared) - {"all", "test"}, everything
+
+
+def test_the_old_model_path_of_fusion_mlp_still_imports_with_a_warning():
+    from mmal_core.builtin.fusion import FusionMLP
+
+    with pytest.warns(DeprecationWarning, match="import mmal_core.builtin.fusion.FusionMLP"):
+        from mmal_core.model import FusionMLP as old
+    assert old is FusionMLP

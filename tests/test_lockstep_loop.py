@@ -11,8 +11,8 @@ from mmal_core import hookimpl, load_dataset, utilization
 from mmal_core.config import parse_config
 from mmal_core.runtime.executors import LocalExecutor
 from mmal_core.loop import execute_group, plan_groups, run_experiment, run_specs
-from mmal_core.model import FusionMLP
-from mmal_core.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
+from mmal_core.builtin.fusion import FusionMLP
+from mmal_core.plugins import get_plugin_manager, reset_plugin_manager
 from mmal_core.store import Store
 
 torch.set_num_threads(1)

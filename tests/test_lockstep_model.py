@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmal_core import MmalError
-from mmal_core.model import FUSIONS, FusionMLP
+from mmal_core.builtin.fusion import FUSIONS, FusionMLP
 from tests.test_model import _pool
 
 

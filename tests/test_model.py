@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmal_core import MmalError, ModalitySpec, Split
-from mmal_core.model import FUSIONS, FusionMLP
+from mmal_core.builtin.fusion import FUSIONS, FusionMLP
 
 
 def _pool(n=120, seed=0, missing=0.3):

@@ -21,7 +21,7 @@ from mmal_core import Dataset, MmalError, ModalitySpec, MultimodalDataset, PoolV
 from mmal_core.loop import check_picks, select_round
 from mmal_core.params import construct
 from mmal_core.plugins import PluginManager, reset_plugin_manager
-from mmal_core.testing import check_dataset, check_strategy, synthetic_view
+from mmal_core.testing import check_dataset, check_strategy
 
 torch.set_num_threads(1)
 

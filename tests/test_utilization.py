@@ -16,7 +16,7 @@ from mmal_core import MmalError, ModalitySpec, MultimodalDataset, Split
 from mmal_core.config import parse_config
 from mmal_core.loop import run_experiment
 from mmal_core.metrics import evaluate
-from mmal_core.model import FusionMLP
+from mmal_core.builtin.fusion import FusionMLP
 from mmal_core.utilization import (
     coalition_masks,
     fit_linear_probe,

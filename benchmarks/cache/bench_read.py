@@ -91,7 +91,7 @@ def poolview_child(path: str, batch: int) -> None:
 
     from mmal_core import ModalitySpec
     from mmal_core.cache import read_cache
-    from mmal_core.model import FusionMLP
+    from mmal_core.builtin.fusion import FusionMLP
     from mmal_core.view import PoolView
 
     torch.set_num_threads(1)

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import models, pool  # noqa: E402
 
-from mmal_core.model import FusionMLP  # noqa: E402
+from mmal_core.builtin.fusion import FusionMLP  # noqa: E402
 
 
 def main():

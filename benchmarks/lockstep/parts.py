@@ -32,7 +32,7 @@ def main():
     torch.set_num_threads(1)
     from mmal_core import loop, view
     from mmal_core.config import parse_config
-    from mmal_core.model import FusionMLP
+    from mmal_core.builtin.fusion import FusionMLP
     from mmal_core.store import Store
 
     cfg = yaml.safe_load(args.config.read_text())

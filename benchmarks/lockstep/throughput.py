@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mmal_core import ModalitySpec, Split
-from mmal_core.model import FusionMLP
+from mmal_core.builtin.fusion import FusionMLP
 
 
 def pool(n=1000, seed=0):

@@ -8,7 +8,7 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def mmal_register_models():
-    from ..model import FusionMLP
+    from .fusion import FusionMLP
 
     return [FusionMLP]
 

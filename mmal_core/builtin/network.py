@@ -1,4 +1,4 @@
-"""The torch module behind :class:`mmal_core.model.FusionMLP` (imported lazily)."""
+"""The torch module behind :class:`mmal_core.builtin.fusion.FusionMLP` (imported lazily)."""
 
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ def missing_profile(ds, alpha: float = ALPHA) -> dict[str, Any]:
 
 # --- one seed's measurements ---------------------------------------------------------------------
 def _net(ds):
-    from ..model import FusionMLP
+    from ..builtin.fusion import FusionMLP
 
     model = FusionMLP(device="cpu")
     model.setup(ds.modalities, ds.n_classes)

@@ -6,7 +6,7 @@ import torch
 
 from mmal_core import MmalError, ModalitySpec, PoolView, Split
 from mmal_core.loop import view_params
-from mmal_core.model import FusionMLP
+from mmal_core.builtin.fusion import FusionMLP
 from mmal_core.testing import parametrize_with_checks
 from mmal_strategies.bayesian import BALD, BatchBALD, batchbald_picks, mutual_information
 from mmal_strategies.uncertainty import entropy

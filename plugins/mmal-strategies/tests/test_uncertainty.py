@@ -1,7 +1,6 @@
 """The four baseline strategies: contract conformance and picks that are known to be right."""
 
 import numpy as np
-import pytest
 
 from mmal_core import PoolView
 from mmal_core.testing import parametrize_with_checks
