@@ -36,6 +36,7 @@ measures, with intervals over ``seeds`` where it samples:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from importlib import resources
@@ -173,6 +174,29 @@ def _label_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -
     first = [order[labels[order] == c][0] for c in range(n_classes) if np.any(labels == c)]
     rest = order[~np.isin(order, first)]
     return np.concatenate([np.asarray(first, dtype=np.int64), rest])
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Torch and the BLAS / OpenMP libraries (numpy's, scipy's, scikit-learn's) on one thread.
+
+    Their results depend on the thread count (a product split over two threads sums in
+    another order), so one fixed count makes a seed give the same report on every CPU
+    whatever the caller or ``OMP_NUM_THREADS`` set. One is also the fastest count here:
+    diagnose's networks and probes are too small to gain from more, and on a busy machine
+    threads waiting for each other made a diagnosis several times slower.
+    """
+    import sklearn.linear_model  # noqa: F401  (loads the OpenMP runtime the limit must cover)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -561,6 +585,11 @@ def diagnose(
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise MmalError(f"--seeds: expected a positive integer, got {seeds!r}")
     say = progress or (lambda _msg: None)
+    with _one_thread():
+        return _diagnose(name, params, seeds, first_seed, share, alpha, study, with_advice, say)
+
+
+def _diagnose(name, params, seeds, first_seed, share, alpha, study, with_advice, say) -> dict[str, Any]:
     first = load_checked(name, params, first_seed)
     names = first.modality_names
     C = first.n_classes
