@@ -60,7 +60,8 @@ MAX_STEPS = 100
 #: ... except on the whole pool, whose fit also estimates the joint information: there it
 #: gets more steps (synergy mixed with other structure needs about 600 to be learnt) and
 #: batches of 128.
-MAX_STEPS_FULL = 800
+MAX_STEPS_FULL = 400
+BATCH_FULL = 256
 #: A modality whose Shapley share falls this far below its probe share is "under-used".
 UNDERUSE = 0.1
 #: Dominant interaction: the part holding at least this share of the joint information.
@@ -186,8 +187,10 @@ def _one_thread():
     diagnose's networks and probes are too small to gain from more, and on a busy machine
     threads waiting for each other made a diagnosis several times slower.
     """
-    import sklearn.linear_model  # noqa: F401  (loads the OpenMP runtime the limit must cover)
     import torch
+    import torch._dynamo  # noqa: F401  (the optimisers load it anyway: its start-up scans the
+    #                       loaded modules, so before scikit-learn's and scipy's it is quicker)
+    import sklearn.linear_model  # noqa: F401  (loads the OpenMP runtime the limit must cover)
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
@@ -285,7 +288,7 @@ def _net(ds):
 def _fit_net(model, ds, labeled: np.ndarray, seed: int) -> None:
     full = len(labeled) == len(ds.train)
     steps = MAX_STEPS_FULL if full else MAX_STEPS
-    model.batch_size = 128 if full else 64
+    model.batch_size = BATCH_FULL if full else 64
     batches = -(-len(labeled) // model.batch_size)
     model.epochs = max(1, min(40, -(-steps // batches)))
     model.min_steps = min(100, steps)
