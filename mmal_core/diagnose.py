@@ -59,9 +59,13 @@ N_BUDGETS = 5
 MAX_STEPS = 100
 #: ... except on the whole pool, whose fit also estimates the joint information: there it
 #: gets more steps (synergy mixed with other structure needs about 600 to be learnt) and
-#: batches of 128.
-MAX_STEPS_FULL = 400
-BATCH_FULL = 256
+#: batches of 128 ...
+MAX_STEPS_FULL = 800
+BATCH_FULL = 128
+#: ... and a pool of at least this many samples (ten batches of 256, so that 400 steps stay
+#: within 40 epochs) takes batches of twice the size and half the steps: the same passes
+#: over the pool, and the same interaction shares, in 0.8 times the time.
+LARGE_POOL = 2560
 #: A modality whose Shapley share falls this far below its probe share is "under-used".
 UNDERUSE = 0.1
 #: Dominant interaction: the part holding at least this share of the joint information.
@@ -289,6 +293,8 @@ def _fit_net(model, ds, labeled: np.ndarray, seed: int) -> None:
     full = len(labeled) == len(ds.train)
     steps = MAX_STEPS_FULL if full else MAX_STEPS
     model.batch_size = BATCH_FULL if full else 64
+    if full and len(labeled) >= LARGE_POOL:
+        steps, model.batch_size = steps // 2, 2 * BATCH_FULL
     batches = -(-len(labeled) // model.batch_size)
     model.epochs = max(1, min(40, -(-steps // batches)))
     model.min_steps = min(100, steps)
