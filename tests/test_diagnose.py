@@ -141,6 +141,30 @@ def test_weaker_modality_of_synthetic_difficulty(params, weak):
     assert report["difficulty"]["clear"]
 
 
+# --- determinism -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_same_seed_same_json_whatever_the_thread_count():
+    """The report does not depend on the caller's torch or BLAS thread count: with 1024-dim
+    features both the probes' and the network's products used to round differently on two
+    threads (a difference in the 13th digit of the information estimates)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    params = {"n_train": 400, "n_test": 150, "dim": 1024, "n_classes": 6}
+
+    def run(threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with threadpool_limits(limits=threads):
+                return render(diagnose("synthetic-missing", params, seeds=1, with_advice=False), "json")
+        finally:
+            torch.set_num_threads(before)
+
+    assert run(2) == run(1)
+    assert torch.get_num_threads() == 1  # diagnose restores the caller's setting
+
+
 # --- output ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_report():

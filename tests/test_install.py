@@ -65,6 +65,8 @@ NEEDS = [
     ("np.trapezoid(", "numpy", "2.0"),
     ("rng=np.random.default_rng", "scipy", "1.15"),  # scipy.stats.bootstrap(..., rng=...)
     ("Image.Resampling", "pillow", "9.1"),
+    # not a new API: 3.5 is the first threadpoolctl that finds (and limits) NumPy 2's OpenBLAS
+    ("threadpool_limits(", "threadpoolctl", "3.5"),
 ]
 
 

@@ -358,3 +358,63 @@ def test_severity_axis_of_per_modality_list_parameters():
     assert _severity_axis([[0.0, 0.9], [0.0, 0.3]]) == [0.9, 0.3]
     assert _severity_axis([[0.1, 0.9], [0.0, 0.3]]) is None  # two elements vary: no single axis
     assert _severity_axis(["mcar", "class"]) is None and _severity_axis([[1, 2], [1, 2, 3]]) is None
+
+
+# --- plots: nothing cut at the figure's edges, nothing covering the curves ---------------------------
+@pytest.fixture
+def figures(monkeypatch):
+    """Plot builders return the matplotlib Figure instead of PNG bytes."""
+    from mmal_core.report import render
+
+    monkeypatch.setattr(render, "_png", lambda draw, size=(6.4, 3.6), margins=None, fit=False:
+                        render._figure(draw, size, margins, True, fit))
+    return render
+
+
+def _inside(fig, artist) -> bool:
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    return box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+LONG = ["batchbald(mc_samples=20, batch_candidates=512, pool_subsample=4000)", "random",
+        "modality_uncertainty(aggregate=max, temperature=2.0)", "margin", "entropy(mc_samples=30, dropout=0.2)"]
+
+
+def test_critical_difference_labels_are_inside_the_figure(figures):
+    n = len(LONG)
+    p = np.full((n, n), 0.5)
+    p[0, 1] = p[1, 0] = 0.001
+    ranks = {"strategies": LONG, "mean_ranks": {s: 1.0 + 0.8 * i for i, s in enumerate(LONG)},
+             "nemenyi_p": p.tolist(), "critical_difference": 1.2}
+    fig = figures._cd_plot(ranks)
+    labels = [t for t in fig.axes[0].texts if any(s in t.get_text() for s in LONG)]
+    assert len(labels) == n
+    assert all(_inside(fig, t) for t in labels), [t.get_text() for t in labels if not _inside(fig, t)]
+
+
+def test_severity_legend_beside_the_curves_and_inside_the_figure(figures):
+    values = [0.1, 0.3, 0.5, 0.7]
+    series = {s: [{"value": v, "mean": 0.01 * k - 0.02 * v, "low": 0.01 * k - 0.02 * v - 0.01,
+                   "high": 0.01 * k - 0.02 * v + 0.01} for v in values] for k, s in enumerate(LONG)}
+    sev = {"dataset": "synthetic-missing", "param": "missing_rate", "values": values, "numeric": True,
+           "series": series, "fixed": {"mechanism": "class"}}
+    fig = figures._severity_plot(sev, "random")
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # not over the curves
+    assert _inside(fig, legend) and _inside(fig, ax.title)
+
+
+def test_shapley_share_over_rounds_has_bands(figures):
+    from matplotlib.collections import PolyCollection
+
+    x = [20, 40, 60]
+    band = lambda m: {"n_labeled": x, "mean": [m] * 3, "low": [m - 0.05] * 3, "high": [m + 0.05] * 3}  # noqa: E731
+    over = {s: {"imbalance": band(0.3), "contribution": {"image": band(0.6), "text": band(0.4)}} for s in ("random", "margin")}
+    fig = figures._utilization_plot("cell", over)
+    right = fig.axes[1]
+    bands = [c for c in right.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 4  # two strategies x two modalities
+    lows = sorted(round(float(b.get_paths()[0].vertices[:, 1].min()), 2) for b in bands)
+    assert lows == [0.35, 0.35, 0.55, 0.55]

@@ -1,6 +1,6 @@
 """Hit rates of `mmal diagnose` on the synthetic generators, whose truth is known.
 
-    OMP_NUM_THREADS=1 python benchmarks/diagnose/hit_rates.py [--quick]
+    python benchmarks/diagnose/hit_rates.py [--quick]
 
 Seeds 30+ and parameters other than the generators' defaults (the diagnosis was developed
 on the defaults with seeds 0-2). Prints Markdown tables (docs/diagnose.md) and timings.

@@ -36,6 +36,7 @@ measures, with intervals over ``seeds`` where it samples:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from importlib import resources
@@ -58,8 +59,13 @@ N_BUDGETS = 5
 MAX_STEPS = 100
 #: ... except on the whole pool, whose fit also estimates the joint information: there it
 #: gets more steps (synergy mixed with other structure needs about 600 to be learnt) and
-#: batches of 128.
+#: batches of 128 ...
 MAX_STEPS_FULL = 800
+BATCH_FULL = 128
+#: ... and a pool of at least this many samples (ten batches of 256, so that 400 steps stay
+#: within 40 epochs) takes batches of twice the size and half the steps: the same passes
+#: over the pool, and the same interaction shares, in 0.8 times the time.
+LARGE_POOL = 2560
 #: A modality whose Shapley share falls this far below its probe share is "under-used".
 UNDERUSE = 0.1
 #: Dominant interaction: the part holding at least this share of the joint information.
@@ -175,6 +181,31 @@ def _label_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -
     return np.concatenate([np.asarray(first, dtype=np.int64), rest])
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Torch and the BLAS / OpenMP libraries (numpy's, scipy's, scikit-learn's) on one thread.
+
+    Their results depend on the thread count (a product split over two threads sums in
+    another order), so one fixed count makes a seed give the same report on every CPU
+    whatever the caller or ``OMP_NUM_THREADS`` set. One is also the fastest count here:
+    diagnose's networks and probes are too small to gain from more, and on a busy machine
+    threads waiting for each other made a diagnosis several times slower.
+    """
+    import torch
+    import torch._dynamo  # noqa: F401  (the optimisers load it anyway: its start-up scans the
+    #                       loaded modules, so before scikit-learn's and scipy's it is quicker)
+    import sklearn.linear_model  # noqa: F401  (loads the OpenMP runtime the limit must cover)
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # --- validation ----------------------------------------------------------------------------
 def load_checked(name: str, params: dict[str, Any], seed: int):
     """Load ``name`` for ``seed`` and refuse datasets diagnose cannot measure (one line)."""
@@ -261,7 +292,9 @@ def _net(ds):
 def _fit_net(model, ds, labeled: np.ndarray, seed: int) -> None:
     full = len(labeled) == len(ds.train)
     steps = MAX_STEPS_FULL if full else MAX_STEPS
-    model.batch_size = 128 if full else 64
+    model.batch_size = BATCH_FULL if full else 64
+    if full and len(labeled) >= LARGE_POOL:
+        steps, model.batch_size = steps // 2, 2 * BATCH_FULL
     batches = -(-len(labeled) // model.batch_size)
     model.epochs = max(1, min(40, -(-steps // batches)))
     model.min_steps = min(100, steps)
@@ -557,6 +590,11 @@ def diagnose(
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise MmalError(f"--seeds: expected a positive integer, got {seeds!r}")
     say = progress or (lambda _msg: None)
+    with _one_thread():
+        return _diagnose(name, params, seeds, first_seed, share, alpha, study, with_advice, say)
+
+
+def _diagnose(name, params, seeds, first_seed, share, alpha, study, with_advice, say) -> dict[str, Any]:
     first = load_checked(name, params, first_seed)
     names = first.modality_names
     C = first.n_classes

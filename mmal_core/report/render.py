@@ -73,20 +73,46 @@ def _point(pt: dict[str, Any] | None) -> str:
 
 
 # -- plots ------------------------------------------------------------------------------------------
-def _png(draw: Callable[[Any, bool], None], size=(6.4, 3.6), margins: dict | None = None) -> bytes:
-    """Render ``draw(ax, legend)`` to PNG bytes; if a label still fails to render, again without
-    the legend rather than failing the report."""
+def _figure(draw: Callable[[Any, bool], None], size, margins: dict | None, legend: bool, fit: bool = False):
+    """The figure ``draw(ax, legend)`` makes, with ``margins`` (None: the defaults; {}: as drawn).
+
+    ``fit``: widen and heighten the figure by whatever the axes' contents (labels drawn
+    beside the axes, a legend outside them, the title) stick out of it, keeping the axes'
+    size, so nothing is cut at an edge. It measures the text once (a layout, not a draw), so
+    only the few figures with labels of unknown length ask for it; the others keep fixed
+    margins (tight_layout would draw every figure twice, and a 2,000-run study has dozens).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     margins = {"left": 0.11, "right": 0.98, "bottom": 0.14, "top": 0.91} if margins is None else margins
+    fig = Figure(figsize=size, dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    draw(ax, legend)
+    if margins:
+        fig.subplots_adjust(**margins)
+    if fit:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glyphs missing from the font
+            box = ax.get_tightbbox(fig.canvas.get_renderer())
+        w, h = fig.bbox.width, fig.bbox.height
+        pad = 4.0  # pixels
+        out = [max(0.0, pad - box.x0), max(0.0, box.x1 - w + pad), max(0.0, pad - box.y0), max(0.0, box.y1 - h + pad)]
+        if any(out):
+            pos = ax.get_position()
+            w2, h2 = w + out[0] + out[1], h + out[2] + out[3]
+            fig.set_size_inches(w2 / fig.dpi, h2 / fig.dpi)
+            ax.set_position([(pos.x0 * w + out[0]) / w2, (pos.y0 * h + out[2]) / h2, pos.width * w / w2, pos.height * h / h2])
+    return fig
+
+
+def _png(draw: Callable[[Any, bool], None], size=(6.4, 3.6), margins: dict | None = None, fit: bool = False) -> bytes:
+    """Render ``draw(ax, legend)`` to PNG bytes (see :func:`_figure`); if a label still fails to
+    render, again without the legend rather than failing the report."""
 
     def once(legend: bool) -> bytes:
-        fig = Figure(figsize=size, dpi=80)
-        ax = fig.add_subplot(1, 1, 1)
-        draw(ax, legend)
-        # fixed margins: tight_layout would draw every figure twice (a 2,000-run study has dozens)
-        if margins:
-            fig.subplots_adjust(**margins)
+        fig = _figure(draw, size, margins, legend, fit)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # glyphs missing from the font
             buf = io.BytesIO()
@@ -117,7 +143,7 @@ def _bands_plot(title: str, ylabel: str, curves: dict[str, dict[str, Any]]) -> b
 
 def _utilization_plot(title: str, over_rounds: dict[str, dict[str, Any]]) -> bytes:
     """Left: imbalance degree over rounds per strategy (mean and band over seeds); right: the
-    Shapley share of each modality (one line style per modality, means only)."""
+    Shapley share of each modality (one line style per modality, mean and band over seeds)."""
     styles = ["-", "--", ":", "-."]
 
     def draw(ax, legend):
@@ -132,6 +158,8 @@ def _utilization_plot(title: str, over_rounds: dict[str, dict[str, Any]]) -> byt
             for j, (m, c) in enumerate(sorted(v.get("contribution", {}).items())):
                 right.plot(c["n_labeled"], c["mean"], color=color, linestyle=styles[j % len(styles)],
                            label=plot_text(m) if k == 0 else None)
+                if c.get("low") is not None and c.get("high") is not None:
+                    right.fill_between(c["n_labeled"], c["low"], c["high"], color=color, alpha=0.1, linewidth=0)
         ax.set_xlabel("labeled samples")
         ax.set_ylabel("imbalance degree")
         ax.set_title(plot_text(title), fontsize=8, loc="left")
@@ -168,10 +196,10 @@ def _severity_plot(sev: dict[str, Any], baseline: str) -> bytes:
         fixed = ", ".join(f"{k}={v}" for k, v in sorted(sev["fixed"].items()))
         ax.set_title(plot_text(sev["dataset"] + (f" ({fixed})" if fixed else "")), fontsize=8)
         ax.grid(alpha=0.3)
-        if legend:
-            ax.legend(fontsize=6, loc="best")
+        if legend:  # beside the axes: inside, it covered the curves
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
-    return _png(draw)
+    return _png(draw, fit=True)
 
 
 def _cd_plot(ranks: dict[str, Any]) -> bytes | None:
@@ -194,7 +222,8 @@ def _cd_plot(ranks: dict[str, Any]) -> bytes | None:
         ax.set_title("mean rank by AUBC (1 = best); bars join strategies not different (Nemenyi)"
                      + (f"; CD = {cd:.2f}" if cd else ""), fontsize=8)
 
-    return _png(draw, size=(7.0, 1.0 + 0.25 * len(labels)), margins={"left": 0.2, "right": 0.8, "bottom": 0.02, "top": 0.85})
+    return _png(draw, size=(7.0, 1.0 + 0.25 * len(labels)), margins={"left": 0.2, "right": 0.8, "bottom": 0.02, "top": 0.85},
+                fit=True)
 
 
 # -- layout -----------------------------------------------------------------------------------------
