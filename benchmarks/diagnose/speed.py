@@ -35,7 +35,7 @@ DATASETS = ("synthetic-interaction", "synthetic-difficulty", "synthetic-missing"
 BEFORE = """
 import contextlib, sys
 import sklearn.linear_model  # the old import order
-import mmal_core.diagnose as D
+import mmal_core.diagnose.profile as D
 import mmal_core.cli.diagnose as C
 D.LARGE_POOL = 10**12  # every pool at 800 steps of 128
 D._one_thread = contextlib.nullcontext
