@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..console import UNBOUNDED_WIDTH, console, err_console  # noqa: F401 (the CLI's consoles)
+from ..console import console, err_console  # noqa: F401 (the CLI's consoles)
 
 #: Default results database, relative to the working directory (override with --db or MMAL_DB).
 DEFAULT_DB = "mmal-results.db"
