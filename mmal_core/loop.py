@@ -663,21 +663,21 @@ def _answer_problem(answers: Any, requests: list[dict[str, Any]], n_classes: int
             return f"answer {k} is a {type(answer).__name__}, not a dict"
         split, index = request["split"], request["index"]
         n = len(split) if index is None else len(index)
-        for field in request["want"]:
-            if field not in answer:
-                return f"answer {k} has no '{field}'"
-            value = answer[field]
+        for wanted in request["want"]:
+            if wanted not in answer:
+                return f"answer {k} has no '{wanted}'"
+            value = answer[wanted]
             parts = value.values() if isinstance(value, dict) else [value]
-            if isinstance(value, dict) and field in ("modality_probs", "modality_embeddings") \
+            if isinstance(value, dict) and wanted in ("modality_probs", "modality_embeddings") \
                     and list(value) != list(split.modalities):
-                return f"answer {k}: '{field}' has keys {list(value)}, expected {list(split.modalities)}"
+                return f"answer {k}: '{wanted}' has keys {list(value)}, expected {list(split.modalities)}"
             for part in parts:
                 shape = np.shape(part)
-                rows = shape[1] if field == "mc_probs" and len(shape) == 3 else (shape[0] if shape else None)
-                classes_ok = field not in ("probs", "modality_probs", "mc_probs", "subset_probs") \
+                rows = shape[1] if wanted == "mc_probs" and len(shape) == 3 else (shape[0] if shape else None)
+                classes_ok = wanted not in ("probs", "modality_probs", "mc_probs", "subset_probs") \
                     or (shape and shape[-1] == n_classes)
-                if rows != n or len(shape) != (3 if field == "mc_probs" else 2) or not classes_ok:
-                    return f"answer {k}: '{field}' has shape {shape} for {n} rows"
+                if rows != n or len(shape) != (3 if wanted == "mc_probs" else 2) or not classes_ok:
+                    return f"answer {k}: '{wanted}' has shape {shape} for {n} rows"
     return None
 
 
@@ -875,11 +875,27 @@ def _retry_alone(spec: RunSpec, err: BaseException, store: Store, experiment_id:
     return outcome
 
 
+#: Fewest runs the planner cuts a group down to for the sake of balance between workers
+#: (splitting further only to give every worker something): a group this size still
+#: batches well (fusion-mlp trains stacks of 16 to 64 on the CPU, by network size).
+MIN_SPLIT = 16
+#: Groups per worker the planner aims at: with several each, a worker that draws a smaller
+#: or faster group takes the next one instead of idling while another finishes a big one.
+GROUPS_PER_WORKER = 3
+
+
 def plan_groups(specs: list[RunSpec], parts: int = 1, max_runs: int = 256) -> list[list[int]]:
     """Indices of ``specs`` in lockstep groups: runs of one :func:`lockstep_key` whose model
-    has a batched path, split into at least ``parts`` pieces (one per worker) and at most
+    has a batched path, split into pieces of equal size (within one run) and at most
     ``max_runs`` runs each (bounding memory); every other run is a group of its own, to run
-    with :func:`execute_run` (see :func:`is_group`)."""
+    with :func:`execute_run` (see :func:`is_group`).
+
+    With ``parts`` workers, groups are cut into pieces of about ``1 / (r * parts)`` of all
+    runs, r = :data:`GROUPS_PER_WORKER` or fewer where pieces would fall below
+    :data:`MIN_SPLIT` (but always a piece per worker), so that the workers, which take
+    groups in turn, finish together; largest groups first.
+    Where a run trains does not change its rounds, so the plan only moves time around.
+    """
     keyed: dict[str, list[int]] = {}
     alone: list[list[int]] = []
     support: dict[str, bool] = {}
@@ -892,11 +908,19 @@ def plan_groups(specs: list[RunSpec], parts: int = 1, max_runs: int = 256) -> li
         else:
             alone.append([i])
     total = sum(len(v) for v in keyed.values())
-    share = max(1, -(-total // max(parts, 1)))
+    parts = max(parts, 1)
+    size = -(-total // parts)  # one piece per worker at least
+    for per_worker in range(GROUPS_PER_WORKER, 1, -1) if parts > 1 else ():
+        if -(-total // (parts * per_worker)) >= MIN_SPLIT:
+            size = -(-total // (parts * per_worker))
+            break
+    size = max(1, min(max_runs, size))
     groups = []
     for members in keyed.values():
-        size = min(max_runs, share)
-        groups.extend(_Group(members[start : start + size]) for start in range(0, len(members), size))
+        pieces = -(-len(members) // size)
+        cuts = [round(len(members) * j / pieces) for j in range(pieces + 1)]
+        groups.extend(_Group(members[a:b]) for a, b in zip(cuts, cuts[1:]))
+    groups.sort(key=len, reverse=True)  # stable: equal sizes keep the runs' order
     return groups + alone
 
 
@@ -932,11 +956,13 @@ def run_experiment(
     lockstep: train the runs that share dataset, model and budget together (see
     :func:`execute_group`) when the model has a batched path; False: one run at a time.
     """
+    specs = run_specs(config)
+    if executor is not None and hasattr(executor, "start_early"):
+        executor.start_early(len(specs))
     validate_experiment(config, source, devices_here=getattr(executor, "runs_here", True))
     env = environment()
     with Store(db_path) as store:
         experiment_id = store.experiment(config.name, config.hash(), config.canonical(), env)
-        specs = run_specs(config)
         # Run ids in the config's order, whichever order workers reach the runs in.
         strategies: dict[str, Any] = {}  # one instance per configured strategy, not per run
         for spec in specs:

@@ -332,3 +332,27 @@ def test_groups_share_dataset_model_and_budget_and_split_over_workers():
     assert len(split) == 4 and sorted(i for g in split for i in g) == list(range(12))
     assert all(len(g) <= 3 for g in plan_groups(specs, max_runs=3))
     assert LocalExecutor(workers=2, lockstep=False)._units(specs, 2) == [[i] for i in range(12)]
+
+
+def test_groups_are_cut_evenly_so_that_workers_finish_together():
+    from mmal_core import loop
+
+    # three settings of 80 runs on 2 workers: 3 groups would leave one worker alone with the
+    # last; equal pieces give each worker the same share
+    cfg = _config(dataset=[{"name": "synthetic-missing", "params": {"n_train": n, "n_test": 90, "dim": 6}}
+                           for n in (200, 220, 240)],
+                  strategies=["random", "margin", "entropy", "least_confidence"], seeds=list(range(20)))
+    specs = run_specs(cfg)
+    assert [len(g) for g in plan_groups(specs)] == [80, 80, 80]
+    two = plan_groups(specs, parts=2)
+    assert [len(g) for g in two] == [40] * 6
+    assert sorted(i for g in two for i in g) == list(range(240))
+    for group in two:  # a piece never mixes settings and keeps the runs' order
+        assert len({specs[i].dataset.params["n_train"] for i in group}) == 1 and group == sorted(group)
+    # fewer pieces per worker rather than pieces below MIN_SPLIT, but always one per worker
+    assert [len(g) for g in plan_groups(specs[:80], parts=2)] == [20] * 4
+    assert [len(g) for g in plan_groups(specs[:80], parts=8)] == [10] * 8
+    assert [len(g) for g in plan_groups(specs[:12], parts=8)] == [2] * 6
+    # uneven settings: largest pieces first
+    assert [len(g) for g in plan_groups(specs[:80] + specs[80:90], parts=2)] == [20, 20, 20, 20, 10]
+    assert loop.MIN_SPLIT == 16

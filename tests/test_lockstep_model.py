@@ -82,6 +82,32 @@ def test_members_do_not_depend_on_group_size_or_order():
     assert _same(pair[0], seven[3]) and _same(pair[1], seven[4])
 
 
+def test_even_stacks_of_the_chosen_size_change_no_bits(monkeypatch):
+    from mmal_core.builtin import fusion
+
+    assert [(s.start, s.stop) for s in fusion.even_slices(40, 32)] == [(0, 20), (20, 40)]
+    assert [s.stop - s.start for s in fusion.even_slices(7, 3)] == [2, 2, 3]
+    assert [s.stop - s.start for s in fusion.even_slices(5, 16)] == [5]
+    # 32 of the default 64 hidden units and batches of 64; more for smaller networks
+    assert FusionMLP()._cpu_stack() == 32 and FusionMLP(hidden=32)._cpu_stack() == 64
+    assert FusionMLP(hidden=1024, batch_size=512)._cpu_stack() == 4
+    params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu", "modality_dropout": 0.2}
+    jobs, specs = _jobs(7)
+    one_stack = _states(_together(jobs, specs, **params))
+    sizes = []
+    real = FusionMLP._fit_stack
+
+    def fit_stack(first, device, nets, *rest):
+        sizes.append(len(nets))
+        return real(first, device, nets, *rest)
+
+    monkeypatch.setattr(FusionMLP, "_cpu_stack", lambda self: 3)
+    monkeypatch.setattr(FusionMLP, "_fit_stack", staticmethod(fit_stack))
+    three_stacks = _states(_together(jobs, specs, **params))
+    assert sizes == [2, 2, 3]
+    assert all(_same(a, b) for a, b in zip(one_stack, three_stacks))
+
+
 def test_warm_start_members_continue_their_own_weights():
     params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu"}
     jobs, specs = _jobs(3)

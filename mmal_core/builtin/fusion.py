@@ -25,8 +25,21 @@ from ..model import Model
 
 FUSIONS = ("concat", "sum", "gated", "late")
 
-#: Members per stacked network when lockstep training runs on the CPU (see FusionMLP.fit_many).
+#: Members per stacked network of a batched prediction on the CPU (see FusionMLP.predict_many).
 CPU_STACK = 16
+#: Batch rows x hidden units that one stacked training step holds per layer on the CPU, over
+#: all its members: a stack of 2**17 / (batch_size * hidden) members (32 of the default
+#: 64 x 64) keeps a step's activations in the caches; more members per stack spill, fewer
+#: pay more dispatch per member (see ``benchmarks/lockstep/throughput.py --stacks``).
+CPU_STACK_FLOATS = 2**17
+
+
+def even_slices(n: int, most: int) -> list[slice]:
+    """``n`` positions in as few consecutive slices of at most ``most`` as possible, of sizes
+    within one of each other (40 members by 32: 20 + 20, not 32 + 8)."""
+    parts = max(1, -(-n // max(1, most)))
+    cuts = [n * j // parts for j in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 class FusionMLP(Model):
@@ -223,12 +236,11 @@ class FusionMLP(Model):
         n = sizes.pop()
         batches = -(-n // first.batch_size)
         epochs = max(first.epochs, -(-first.min_steps // batches))
-        # On the CPU, stacks of more than a few dozen members spill out of the caches and
-        # train slower per member: chunks of them (members are independent, so the bits
-        # do not change). On a GPU a stack holds as many members as fit in its memory.
-        chunk = CPU_STACK if device.type == "cpu" else first._members_fitting(device, nets[0], n)
-        for start in range(0, len(nets), chunk):
-            sl = slice(start, start + chunk)
+        # On the CPU, stacks of too many members spill out of the caches and train slower
+        # per member: even chunks of them (members are independent, so the bits do not
+        # change). On a GPU a stack holds as many members as fit in its memory.
+        chunk = first._cpu_stack() if device.type == "cpu" else first._members_fitting(device, nets[0], n)
+        for sl in even_slices(len(nets), chunk):
             cls._fit_stack(first, device, nets[sl], gens[sl], xs_all[sl], masks[sl], ys[sl], epochs)
         for model, net in zip(models, nets):
             net.eval()
@@ -250,6 +262,10 @@ class FusionMLP(Model):
         pool = len(dataset.train) * (C * (1 + M + 20) + h * (M + 1))
         passes = max(len(dataset.train), len(dataset.test)) * (width + 4 * h * (M + 1))
         return 4 * (6 * weights + labeled + batch + test + pool + passes)
+
+    def _cpu_stack(self) -> int:
+        """Most members per stacked network when ``fit_many`` trains on the CPU."""
+        return max(4, CPU_STACK_FLOATS // (self.batch_size * self.hidden))
 
     def _members_fitting(self, device, net, n: int) -> int:
         """How many members one stack on ``device`` may hold: half the free memory over a
@@ -385,7 +401,7 @@ class FusionMLP(Model):
         same rows of one split share one encoder pass (``keep`` only changes the mask, and a
         subset's prediction is the fused one under the subset's mask, so each distinct mask
         is fused once), and such units with equal row counts run as one stacked network
-        (stacks of ``CPU_STACK``), with the batched products of :meth:`fit_many`;
+        (even stacks of at most ``CPU_STACK``), with the batched products of :meth:`fit_many`;
         MC-dropout masks come from each request's own generator in the order ``predict``
         draws them. On other devices it asks each model in turn."""
         import torch
@@ -416,8 +432,8 @@ class FusionMLP(Model):
         torch.set_num_threads(1)  # as in fit_many: a product's rounding must not depend on K
         try:
             for unit_list in stacks.values():
-                for start in range(0, len(unit_list), CPU_STACK):
-                    cls._predict_stack(models, requests, unit_list[start : start + CPU_STACK], outs)
+                for sl in even_slices(len(unit_list), CPU_STACK):
+                    cls._predict_stack(models, requests, unit_list[sl], outs)
         finally:
             torch.set_num_threads(threads)
         return outs

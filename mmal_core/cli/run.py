@@ -78,8 +78,9 @@ def register(app: typer.Typer) -> None:
             cfg, source = load_config(config), str(config)
         check_writable(db)
         runner = make_executor(executor, workers, address, retries, gpu_fraction, lockstep)
-        validate_experiment(cfg, source, devices_here=runner.runs_here)
         specs = run_specs(cfg)
+        runner.start_early(len(specs))
+        validate_experiment(cfg, source, devices_here=runner.runs_here)
         console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe(len(specs))}) -> {db}")
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -474,13 +474,19 @@ class EuclideanBlocks:
     def __init__(self, x):
         self.x, self.sq = x, sqnorms(x)
         self.device = x.device
+        self._cols = self._c = None
 
     def __call__(self, rows, cols):
-        """(r, b) squared distances between rows ``rows`` (a slice or index tensor) and ``cols``."""
+        """(r, b) squared distances between rows ``rows`` (a slice or index tensor) and ``cols``.
+
+        The gathered columns are kept for the next call with the same ``cols`` tensor (the
+        rejection draws of :func:`kmeanspp_blocked` test many single rows against one set)."""
         import torch
 
-        c = self.x[cols]
-        d = torch.addmm(self.sq[cols][None, :], self.x[rows], c.T, alpha=-2.0)
+        if cols is not self._cols:
+            self._cols, self._c = cols, (self.sq[cols][None, :], self.x[cols].T)
+        sqc, ct = self._c
+        d = torch.addmm(sqc, self.x[rows], ct, alpha=-2.0)
         return d.add_(self.sq[rows][:, None]).clamp_(min=0.0)
 
 
@@ -494,12 +500,16 @@ class GradientBlocks:
     def __init__(self, dist: "GradientEmbeddingDistances"):
         self.dist = dist
         self.device = dist.sqnorms.device
+        self._cols = self._c = None
 
     def __call__(self, rows, cols):
         s = self.dist.sqnorms
-        d = s[rows][:, None] + s[cols][None, :]
-        for a, e in self.dist.blocks:
-            d -= 2.0 * (a[rows] @ a[cols].T) * (e[rows] @ e[cols].T)
+        if cols is not self._cols:  # kept for the next call with the same cols (see EuclideanBlocks)
+            self._cols, self._c = cols, (s[cols][None, :], [(a[cols].T, e[cols].T) for a, e in self.dist.blocks])
+        sc, blocks = self._c
+        d = s[rows][:, None] + sc
+        for (a, e), (act, ect) in zip(self.dist.blocks, blocks):
+            d -= 2.0 * (a[rows] @ act) * (e[rows] @ ect)
         return d.clamp_(min=0.0)
 
 
@@ -554,6 +564,7 @@ def kmeanspp_blocked(
     chosen[pending[0]] = True
     stale = cdf = None
     tries = 0
+    pending_t = None  # the pending centers as a tensor, made again after each change
 
     def refresh():
         nonlocal pending, stale, cdf, tries, first_pick
@@ -591,13 +602,15 @@ def kmeanspp_blocked(
                 continue
             true = stale[j]
             if pending:
-                rows = torch.as_tensor([j], device=device)
-                true = min(true, float(block_sqdist(rows, torch.as_tensor(pending, device=device)).min()))
+                if pending_t is None:
+                    pending_t = torch.as_tensor(pending, device=device)
+                true = min(true, float(block_sqdist(slice(j, j + 1), pending_t).min()))
             if rng.random() * stale[j] < true:
                 i = j
         picks[m] = i
         chosen[i] = True
         pending.append(i)
+        pending_t = None
         if len(pending) >= block:
             refresh()
     if nearest:

@@ -165,3 +165,57 @@ def test_batchbald_sampled_configurations_track_the_exact_choice():
 def test_batchbald_num_samples_is_validated(bad):
     with pytest.raises(MmalError, match="parameter 'num_samples'"):
         BatchBALD(num_samples=bad)
+
+
+def _score_every_candidate(model, weight, p, cond, picked, chunk_bytes):
+    from mmal_strategies import bayesian
+
+    score = bayesian._expected_conditional_entropy(model, weight, p, chunk_bytes) - cond
+    score[picked] = -np.inf
+    return score
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batchbald_pruned_by_the_jensen_bound_picks_what_scoring_everything_picks(seed, monkeypatch):
+    from mmal_strategies import bayesian
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    T, n, C = 10, 400, 4
+    mc = rng.dirichlet(np.ones(C) * rng.uniform(0.2, 2.0), size=(T, n))
+    # like a trained model's pool: most samples confident (a few uncertain ones are the contest)
+    confident = rng.dirichlet(np.full(C, 0.5), size=(1, n)) ** 8 + rng.uniform(0, 1e-3, size=(T, n, C))
+    mc[:, 100:] = (confident / confident.sum(axis=2, keepdims=True))[:, 100:]
+    mc = mc.astype(np.float32)
+    mc[:, 50:60] = mc[:, 40:50]  # exact copies: ties, which go to the lowest position
+    scored = []
+    real = bayesian._expected_conditional_entropy
+
+    def counting(model, weight, p, chunk_bytes):
+        scored.append(p.shape[1])
+        return real(model, weight, p, chunk_bytes)
+
+    monkeypatch.setattr(bayesian, "_expected_conditional_entropy", counting)
+    for num_samples in (30, 200):  # exact for the first picks, then sampled configurations
+        scored.clear()
+        pruned = batchbald_picks(mc, 12, np.random.default_rng(seed), num_samples)
+        assert sum(scored) < 0.7 * 12 * n  # most candidates are never scored exactly
+        with monkeypatch.context() as m:
+            m.setattr(bayesian, "_pruned_scores", _score_every_candidate)
+            full = batchbald_picks(mc, 12, np.random.default_rng(seed), num_samples)
+        assert pruned.tolist() == full.tolist()
+
+
+def test_batchbald_bound_is_never_below_the_exact_score():
+    from mmal_strategies import bayesian
+
+    rng = np.random.default_rng(9)
+    p = torch.as_tensor(rng.dirichlet(np.ones(5) * 0.4, size=(8, 300)).astype(np.float32)).double()
+    cond = -(torch.special.xlogy(p, p)).sum(dim=2).mean(dim=0)
+    for m in (1, 5, 125):
+        model = torch.softmax(torch.as_tensor(rng.normal(size=(m, 8)) * 2), dim=1)
+        weight = torch.as_tensor(rng.dirichlet(np.ones(m)))
+        exact = bayesian._expected_conditional_entropy(model, weight, p, 2**25) - cond
+        mix = torch.einsum("t,tnc->nc", weight @ model, p)
+        bound = -torch.special.xlogy(mix, mix).sum(dim=1) - cond
+        assert bool((exact <= bound + bayesian.BOUND_SLACK).all())

@@ -253,6 +253,25 @@ def test_badge_block_zero_is_the_eager_kernel_and_blocked_draws_the_same_distrib
     assert np.allclose(blocks(slice(0, 40), torch.tensor([3, 7])).numpy()[:, 1], dist(7).numpy(), atol=1e-4)
 
 
+def test_block_providers_keep_columns_only_for_the_same_tensor():
+    # the providers keep the gathered columns between calls with the same cols tensor: a new
+    # tensor (even of the same length) must be gathered afresh, and single rows given as a
+    # slice must get the bits of rows given as an index tensor
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.normal(size=(30, 4)).astype(np.float32))
+    probs = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
+    dist = geometry.GradientEmbeddingDistances([(gradient_factor(probs), x.numpy())], device="cpu")
+    for make in (lambda: geometry.EuclideanBlocks(x), lambda: geometry.GradientBlocks(dist)):
+        kept, fresh = make(), make
+        for cols in ([1, 2, 3], [4, 5, 6], [4, 5, 6], [7, 8], [1, 2, 3]):
+            cols = torch.tensor(cols)
+            for j in (0, 9, 29):
+                got = kept(slice(j, j + 1), cols)
+                assert torch.equal(got, fresh()(torch.tensor([j]), cols))
+                assert torch.equal(got, kept(slice(j, j + 1), cols))
+            assert torch.equal(kept(slice(0, 30), cols), fresh()(slice(0, 30), cols))
+
+
 def test_badge_spreads_over_gradient_directions():
     # two tight blobs with the same uncertain prediction: their gradient embeddings are far
     # apart, points within a blob nearly identical, so k-means++ takes one from each.
