@@ -131,6 +131,38 @@ def test_identical_with_two_threads(threads):
         torch.set_num_threads(before)
 
 
+def test_device_route_of_batched_predict_asks_each_model_for_its_mc_passes(monkeypatch):
+    # On a GPU, predict_many stacks every field but the MC-dropout passes, which each model
+    # answers itself (torch's CUDA generator). Taken on the CPU, that route must give the
+    # same answers as the stacked one, and reach the models' own predict for mc_probs only.
+    params = {"epochs": 2, "hidden": 16, "min_steps": 4, "device": "cpu"}
+    jobs = []
+    for k in range(4):
+        pool, specs = _pool(n=300, seed=k % 2)
+        jobs.append((pool, np.random.default_rng(k).choice(len(pool), 40, replace=False), 50 + k, None))
+    models = _together(jobs, specs, **params)
+    calls = _requests(jobs)
+    requests = [member[1] for member in calls] + [member[0] for member in calls]
+    doubled = models + models
+    stacked = FusionMLP.predict_many(doubled, requests)
+    own_calls = []
+    real_predict = FusionMLP.predict
+
+    def predict(self, *a, **k):
+        own_calls.append(set(k.get("want", ())))
+        return real_predict(self, *a, **k)
+
+    real_stack = FusionMLP._predict_units
+    monkeypatch.setattr(FusionMLP, "predict", predict)
+    monkeypatch.setattr(FusionMLP, "_predict_units", staticmethod(
+        lambda models, requests, units, outs, device=None, mc_stacked=True:
+        real_stack(models, requests, units, outs, torch.device("cpu"), mc_stacked=False)))
+    routed = FusionMLP.predict_many(doubled, requests)
+    assert own_calls == [{"mc_probs"}, {"mc_probs"}]  # members 1 and 3 ask for MC passes
+    for a, b in zip(stacked, routed):
+        _same_outputs(a, b)
+
+
 def test_fit_many_refuses_unequal_labeled_sizes_or_parameters():
     jobs, specs = _jobs(2)
     jobs[1] = (jobs[1][0], jobs[1][1][:40], jobs[1][2], None)

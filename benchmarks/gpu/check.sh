@@ -16,7 +16,9 @@
 #    reports how far their final accuracies are apart;
 # 5. lockstep training: fusion-mlp model-steps per second at K = 1, 64, 1024 runs in one
 #    stacked network on the GPU, and the pitfall study's wall time on the GPU against the CPU
-#    (MMAL_GPU_CHECK_LOCKSTEP_KS, MMAL_GPU_CHECK_STUDY_SEEDS shrink them for a dry run).
+#    (MMAL_GPU_CHECK_LOCKSTEP_KS, MMAL_GPU_CHECK_STUDY_SEEDS shrink them for a dry run), and
+#    the batched prediction of K runs on the device against each run's own (the largest
+#    difference of their answers, MMAL_GPU_CHECK_PREDICT_K).
 # Extra arguments go to the selection benchmark (e.g. --n 2000 for a quick try).
 set -uo pipefail
 out=${OUT:-benchmarks/out/gpu}
@@ -62,6 +64,10 @@ device=cuda
 python3 -c "import torch; raise SystemExit(0 if torch.cuda.is_available() else 1)" || device=cpu
 python3 benchmarks/lockstep/throughput.py --device "$device" --ks "${MMAL_GPU_CHECK_LOCKSTEP_KS:-1,64,1024}" \
     --separate 4 2>&1 | tee "$out/lockstep_throughput.md" | tee -a "$out/summary.txt"
+
+log "batched prediction on the device (predict_many against each model's predict)"
+python3 benchmarks/lockstep/predict_device.py --device "$device" --k "${MMAL_GPU_CHECK_PREDICT_K:-64}" 2>&1 \
+    | tee "$out/lockstep_predict.md" | tee -a "$out/summary.txt"
 
 log "pitfall study wall time, lockstep: GPU against CPU"
 if [ "$device" = cuda ]; then

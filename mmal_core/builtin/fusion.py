@@ -25,8 +25,17 @@ from ..model import Model
 
 FUSIONS = ("concat", "sum", "gated", "late")
 
-#: Members per stacked network of a batched prediction on the CPU (see FusionMLP.predict_many).
+#: The fixed CPU stack size of the first lockstep code (kept for old imports; stacks now
+#: follow the network's size: CPU_STACK_FLOATS, PREDICT_STACK_FLOATS).
 CPU_STACK = 16
+#: Rows x hidden units over all members of one stacked prediction pass on the CPU: 2**18 / (rows
+#: * hidden) members per stack (4 of the default network on 1,000 rows, 1 for its 10 MC-dropout
+#: passes). Larger stacks leave the caches: with 16 members, 10 MC passes over 1,000 rows took
+#: 1.7x as long as each model's own predict (``benchmarks/lockstep/predict_device.py``).
+PREDICT_STACK_FLOATS = 2**18
+#: Most members per stacked network of a batched prediction on a GPU (an eval batch of
+#: 64 default members of 8192 rows holds about 1 GiB of activations).
+GPU_PREDICT_STACK = 64
 #: Batch rows x hidden units that one stacked training step holds per layer on the CPU, over
 #: all its members: a stack of 2**17 / (batch_size * hidden) members (32 of the default
 #: 64 x 64) keeps a step's activations in the caches; more members per stack spill, fewer
@@ -401,9 +410,16 @@ class FusionMLP(Model):
         same rows of one split share one encoder pass (``keep`` only changes the mask, and a
         subset's prediction is the fused one under the subset's mask, so each distinct mask
         is fused once), and such units with equal row counts run as one stacked network
-        (even stacks of at most ``CPU_STACK``), with the batched products of :meth:`fit_many`;
+        (even stacks, sized by ``PREDICT_STACK_FLOATS``), with the batched products of :meth:`fit_many`;
         MC-dropout masks come from each request's own generator in the order ``predict``
-        draws them. On other devices it asks each model in turn."""
+        draws them.
+
+        On a GPU the stacks are the same batched network on the device (up to
+        ``GPU_PREDICT_STACK`` members; the bits may differ from one model's own pass,
+        as a batched product rounds differently there). The MC-dropout passes are the one
+        exception: ``predict`` draws their masks from torch's CUDA generator, whose stream
+        the stacked network cannot share, so each model answers its own ``mc_probs``.
+        Models on different devices are asked one at a time."""
         import torch
 
         if len(models) != len(requests):
@@ -413,9 +429,10 @@ class FusionMLP(Model):
         first = models[0]
         for model, request in zip(models, requests):
             model._check_want(request.get("want", frozenset({"probs"})))
-        on_cpu = all(next(m.net_.parameters()).device.type == "cpu" for m in models)
-        if not on_cpu or any(m.get_params() != first.get_params() for m in models):
+        devices = {next(m.net_.parameters()).device for m in models}
+        if len(devices) != 1 or any(m.get_params() != first.get_params() for m in models):
             return super().predict_many(models, requests)
+        device = devices.pop()
         units: dict[tuple, list[int]] = {}
         for k, (model, request) in enumerate(zip(models, requests)):
             index = request.get("index")
@@ -429,11 +446,14 @@ class FusionMLP(Model):
             stacks.setdefault((n, variants), []).append(ks)
         outs: list[Any] = [None] * len(models)
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in fit_many: a product's rounding must not depend on K
+        on_cpu = device.type == "cpu"
+        if on_cpu:
+            torch.set_num_threads(1)  # as in fit_many: a product's rounding must not depend on K
         try:
-            for unit_list in stacks.values():
-                for sl in even_slices(len(unit_list), CPU_STACK):
-                    cls._predict_stack(models, requests, unit_list[sl], outs)
+            for (n, _), unit_list in stacks.items():
+                most = first._predict_stack(n) if on_cpu else GPU_PREDICT_STACK
+                for sl in even_slices(len(unit_list), most):
+                    cls._predict_units(models, requests, unit_list[sl], outs, device, mc_stacked=on_cpu)
         finally:
             torch.set_num_threads(threads)
         return outs
@@ -443,10 +463,17 @@ class FusionMLP(Model):
         M = len(self.modalities_)
         return (True,) * M if keep is None else tuple(bool(v) for v in np.asarray(keep, dtype=bool))
 
+    def _predict_stack(self, rows: int) -> int:
+        """Most members per stacked prediction pass over ``rows`` rows on the CPU."""
+        return max(1, PREDICT_STACK_FLOATS // (max(1, min(rows, self.eval_batch_size)) * self.hidden))
+
     @staticmethod
-    def _predict_stack(models, requests, units, outs):
+    def _predict_units(models, requests, units, outs, device=None, mc_stacked=True):
         """Answer the requests of ``units`` (lists of request positions, one model, split and
-        set of rows each; equal rows and keeps across units) into ``outs``."""
+        set of rows each; equal rows and keeps across units) into ``outs``, the stacked network
+        on ``device`` (the CPU by default). ``mc_stacked``: the MC-dropout passes run stacked
+        with numpy masks (the CPU's stream); False: each model's own ``predict`` answers them
+        (the stream of torch's generator, as on CUDA)."""
         import torch
 
         from .network import StackedFusion
@@ -467,24 +494,30 @@ class FusionMLP(Model):
                 T = int((r.get("params") or {}).get("mc_samples", 20)) if "mc_probs" in want else 0
                 todo.append((u, k, first._keep_key(r.get("keep")), want, T))
                 outs[k] = model._empty_outputs(n, want, model._subsets(want), T)
+        device = torch.device("cpu") if device is None else device
         rngs = {}  # each MC request's own mask generator, seeded as predict seeds it
         for _, k, _, _, T in todo:
-            if T:
+            if T and mc_stacked:
                 seed = (requests[k].get("params") or {}).get("mc_seed", getattr(models[k], "seed_", 0))
                 rngs[k] = np.random.default_rng(int(seed) + 7919)
+            elif T:
+                r = requests[k]
+                own = models[k].predict(r["split"], r.get("index"), want={"mc_probs"}, params=r.get("params"),
+                                        keep=r.get("keep"))
+                outs[k]["mc_probs"][...] = own["mc_probs"]
         stack = StackedFusion([m.net_ for m in nets])
         uniform = 1.0 / first.n_classes_
         with torch.no_grad():
             for start in range(0, n, first.eval_batch_size):
                 sl = slice(start, min(start + first.eval_batch_size, n))
-                tensors = [m._tensors(r["split"], ix[sl], torch.device("cpu")) for m, r, ix in zip(nets, lead, index)]
+                tensors = [m._tensors(r["split"], ix[sl], device) for m, r, ix in zip(nets, lead, index)]
                 xs = [torch.stack([t[0][j] for t in tensors]) for j in range(M)]
                 mask = torch.stack([t[1] for t in tensors])
                 z = stack.encode(xs)
                 fused: dict[tuple[bool, ...], Any] = {}
 
                 def masked(eff):
-                    return mask if all(eff) else mask & torch.tensor(eff)
+                    return mask if all(eff) else mask & torch.tensor(eff, device=mask.device)
 
                 def fuse(eff):
                     """(emb, probs, modality logits) of every unit with only the modalities ``eff``."""
@@ -499,24 +532,24 @@ class FusionMLP(Model):
                     if want & {"probs", "embeddings", "modality_probs"}:
                         emb, probs, mod_logits = fuse(keep)
                         if "probs" in want:
-                            out["probs"][sl] = probs[u].numpy()
+                            out["probs"][sl] = probs[u].cpu().numpy()
                         if "embeddings" in want:
-                            out["embeddings"][sl] = emb[u].numpy()
+                            out["embeddings"][sl] = emb[u].cpu().numpy()
                         if "modality_probs" in want:
                             eff = masked(keep)
                             for j, m in enumerate(names):
                                 p = torch.softmax(mod_logits[j][u], dim=1)
                                 p = torch.where(eff[u, :, j : j + 1], p, torch.full_like(p, uniform))
-                                out["modality_probs"][m][sl] = p.numpy()
+                                out["modality_probs"][m][sl] = p.cpu().numpy()
                     if "modality_embeddings" in want:
                         eff = masked(keep)
                         for j, m in enumerate(names):
-                            out["modality_embeddings"][m][sl] = (z[j][u] * eff[u, :, j : j + 1]).numpy()
+                            out["modality_embeddings"][m][sl] = (z[j][u] * eff[u, :, j : j + 1]).cpu().numpy()
                     if "subset_probs" in want:
                         for s in first._subsets(want):
                             eff = tuple(keep[j] and j in s for j in range(M))
-                            out["subset_probs"][tuple(names[i] for i in s)][sl] = fuse(eff)[1][u].numpy()
-                    if T:
+                            out["subset_probs"][tuple(names[i] for i in s)][sl] = fuse(eff)[1][u].cpu().numpy()
+                    if T and mc_stacked:
                         mc.setdefault((T, keep), []).append((u, k))
                 for (T, keep), members in mc.items():
                     us = [u for u, _ in members]
@@ -535,7 +568,8 @@ class FusionMLP(Model):
 
         B = mask.shape[1]
         rows = min(T, max(1, 65536 // max(B, 1))) * B  # one member's rows per pass chunk (see mc_logits)
-        size = max(1, max_rows // max(rows, 1))
+        hidden = nets[0].encoders[0][0].out_features
+        size = max(1, min(max_rows // max(rows, 1), PREDICT_STACK_FLOATS // max(1, rows * hidden)))
         out = []
         for start in range(0, len(nets), size):
             part = slice(start, start + size)
