@@ -7,7 +7,8 @@ resumes from its last committed round. Executors only decide *where* the runs ex
 
 With lockstep on (the default), the unit a worker executes is a group of runs that share
 dataset, model and budget, trained together (:func:`mmal_core.loop.execute_group`); the
-groups are split so that every worker has one. A run's rounds are the same either way.
+groups are cut into even pieces, a few per worker, so that the workers finish together
+(:func:`mmal_core.loop.plan_groups`). A run's rounds are the same either way.
 
 ``LocalExecutor(workers=N)``
     One worker process per run, at most ``N`` at a time (``N = 1``: the runs execute
