@@ -108,6 +108,36 @@ def test_even_stacks_of_the_chosen_size_change_no_bits(monkeypatch):
     assert all(_same(a, b) for a, b in zip(one_stack, three_stacks))
 
 
+def test_the_gpus_counter_based_masks_keep_members_independent_of_their_stack(monkeypatch):
+    # On a GPU the stacked fit draws its dropout and modality-dropout masks with
+    # counter_uniforms (one batched draw, no launch per member). Run that way on the CPU:
+    # a member's weights must not depend on the group's size or order, and must differ
+    # from the CPU's generator path (the masks really come from the counters).
+    from mmal_core.builtin.network import StackedFusion, counter_uniforms
+
+    params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu", "modality_dropout": 0.3}
+    jobs, specs = _jobs(5)
+    cpu_way = _states(_together(jobs, specs, **params))
+    monkeypatch.setattr(StackedFusion, "device_draws", True)
+    five = _states(_together(jobs, specs, **params))
+    order = [3, 0, 4, 1, 2]
+    shuffled = _states(_together([jobs[i] for i in order], specs, **params))
+    alone = _states(_together(jobs[2:3], specs, **params))
+    for pos, i in enumerate(order):
+        assert _same(five[i], shuffled[pos])
+    assert _same(alone[0], five[2])
+    assert not any(_same(a, b) for a, b in zip(cpu_way, five))
+    # the uniforms: a member's block is the same alone, keys and steps give other numbers,
+    # and a mask keeps about 1 - p of the units
+    keys = torch.tensor([3, 4, 2**61], dtype=torch.int64)
+    u = counter_uniforms(keys, 0, 7, (5, 64, 16))
+    assert torch.equal(u[2:], counter_uniforms(keys[2:], 0, 7, (5, 64, 16)))
+    assert not torch.equal(u[0], u[1]) and not torch.equal(u, counter_uniforms(keys, 0, 8, (5, 64, 16)))
+    assert not torch.equal(u, counter_uniforms(keys, 1, 7, (5, 64, 16)))
+    assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
+    assert abs(float((u < 0.9).float().mean()) - 0.9) < 0.01
+
+
 def test_warm_start_members_continue_their_own_weights():
     params = {"epochs": 2, "hidden": 8, "min_steps": 8, "device": "cpu"}
     jobs, specs = _jobs(3)

@@ -179,6 +179,37 @@ def _linear(x, w, b):
 _SMALL_PRODUCT = 400
 
 
+def _shift_right(x, bits: int):
+    """Logical right shift of int64 tensors (torch's ``>>`` keeps the sign)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x):
+    """SplitMix64's finaliser on int64 tensors (multiplications wrap modulo 2**64)."""
+    x = (x ^ _shift_right(x, 30)) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    x = (x ^ _shift_right(x, 27)) * -7723592293110705685  # 0x94D049BB133111EB
+    return x ^ _shift_right(x, 31)
+
+
+def counter_uniforms(keys, stream: int, step: int, shape: tuple[int, ...]):
+    """(K, *shape) float32 uniforms in [0, 1) for K members at once, member k's a function of
+    ``keys[k]``, ``stream``, ``step`` and the position alone: a counter-based generator
+    (SplitMix64's finaliser over key and counter, top 24 bits), so a member's numbers do not
+    depend on the others in the stack, and integer arithmetic gives the same bits on every
+    device. Used on a GPU, where drawing each member's masks from its own generator would
+    take one kernel launch per member and step."""
+    size = 1
+    for d in shape:
+        size *= d
+    counter = ((step * 8 + stream) << 32) + torch.arange(size, dtype=torch.int64, device=keys.device)
+    x = _mix64(_mix64(keys.view(-1, 1) * -7046029254386353131) + counter)  # 0x9E3779B97F4A7C15
+    return (_shift_right(x, 40).to(torch.float32) * (1.0 / (1 << 24))).view(len(keys), *shape)
+
+
+#: Streams of :func:`counter_uniforms` in a stacked fit: dropout and modality-dropout masks.
+_DROPOUT, _MODALITY_DROPOUT = 0, 1
+
+
 class StackedFusion:
     """K :class:`FusionNetwork` of the same architecture held as stacked weights.
 
@@ -188,7 +219,16 @@ class StackedFusion:
     dropout and modality-dropout masks come from its own ``torch.Generator`` (continuing the
     stream its weights were drawn from, exactly as :meth:`FusionNetwork.fit` does with the
     global generator), so a member trains to the same bits as it would alone on the CPU.
+    On a GPU the masks come from :func:`counter_uniforms` under a key drawn from that same
+    stream: still the member's own, whatever its neighbours, but one batched draw per step
+    instead of a CPU draw per member and a copy (on the CPU those integer hashes cost more
+    than torch's generator, which is why the CPU keeps it).
     """
+
+    #: Draw the training masks with :func:`counter_uniforms` on the stack's device: None
+    #: (default) on a GPU only; the CPU keeps each member's ``torch.Generator`` stream, the
+    #: one ``fit`` draws alone. Tests set True to run the GPU's way on the CPU.
+    device_draws: bool | None = None
 
     def __init__(self, nets: list[FusionNetwork]):
         first = nets[0]
@@ -212,7 +252,7 @@ class StackedFusion:
     def _lin(self, x, name):
         return _linear(x, self.params[name + ".weight"], self.params[name + ".bias"])
 
-    def _dropouts(self, gens, rows: int, device):
+    def _dropouts(self, gens, rows: int, device, draws=None):
         """The dropout of one training step: a function applied after each hidden layer in
         turn, as ``F.dropout`` draws it on the CPU for each member. Every hidden layer is
         (rows, hidden) and nothing else draws from a member's generator within a step, so
@@ -225,10 +265,14 @@ class StackedFusion:
         keep = 1.0 - self.p
         layers = 2 * self.M + (self.fusion != "late")
         hidden = self.params["encoders.0.0.weight"].shape[1]
-        noise = torch.empty((len(gens), layers, rows, hidden))
-        for k, g in enumerate(gens):
-            noise[k].bernoulli_(keep, generator=g)
-        noise = noise.div_(keep).to(device)
+        if draws is not None:  # (keys, step): the device's counter-based draws
+            keys, step = draws
+            noise = counter_uniforms(keys, _DROPOUT, step, (layers, rows, hidden)).lt_(keep).float().div_(keep)
+        else:
+            noise = torch.empty((len(gens), layers, rows, hidden))
+            for k, g in enumerate(gens):
+                noise[k].bernoulli_(keep, generator=g)
+            noise = noise.div_(keep).to(device)
         used = iter(range(layers))
         return lambda h: h * noise[:, next(used)]
 
@@ -274,13 +318,13 @@ class StackedFusion:
         emb = drop(emb) if drop else emb
         return emb, self._lin(emb, "head"), mod_logits
 
-    def loss(self, xs, mask, y, aux_weight, gens):
+    def loss(self, xs, mask, y, aux_weight, gens, draws=None):
         """Sum over members of each member's own loss (so each member's gradient is its own).
 
         xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
         """
         K, B = y.shape
-        drop = self._dropouts(gens, B, y.device)
+        drop = self._dropouts(gens, B, y.device, draws)
         _, logits, mod_logits = self.fuse(self.encode(xs, drop), mask, drop)
         m = mask.to(logits.dtype)
         C = self.n_classes
@@ -333,16 +377,26 @@ class StackedFusion:
                          lr=lr, weight_decay=weight_decay)
         K, n = y.shape
         rows = torch.arange(K, device=y.device).unsqueeze(1)
+        on_device = y.device.type != "cpu" if self.device_draws is None else self.device_draws
+        # on a GPU: one key per member from its own stream, then counter-based masks per step
+        keys = torch.tensor([int(torch.randint(0, 2**62, (1,), generator=g)) for g in gens],
+                            dtype=torch.int64, device=y.device) if on_device else None
+        step = 0
         for _ in range(epochs):
             order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(y.device)
             for start in range(0, n, batch_size):
                 idx = order[:, start : start + batch_size]
                 bmask = mask[rows, idx]
                 if modality_dropout > 0:
-                    u = torch.stack([torch.rand(tuple(bmask.shape[1:]), generator=g) for g in gens]).to(bmask.device)
+                    if on_device:
+                        u = counter_uniforms(keys, _MODALITY_DROPOUT, step, tuple(bmask.shape[1:]))
+                    else:
+                        u = torch.stack([torch.rand(tuple(bmask.shape[1:]), generator=g) for g in gens]).to(bmask.device)
                     kept = bmask & ~(u < modality_dropout)
                     bmask = torch.where(kept.any(dim=2, keepdim=True), kept, bmask)
-                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, gens)
+                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, gens,
+                                 (keys, step) if on_device else None)
+                step += 1
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
