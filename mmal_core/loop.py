@@ -910,10 +910,12 @@ def plan_groups(specs: list[RunSpec], parts: int = 1, max_runs: int = 256) -> li
     total = sum(len(v) for v in keyed.values())
     parts = max(parts, 1)
     size = -(-total // parts)  # one piece per worker at least
-    for per_worker in range(GROUPS_PER_WORKER, 1, -1) if parts > 1 else ():
-        if -(-total // (parts * per_worker)) >= MIN_SPLIT:
-            size = -(-total // (parts * per_worker))
-            break
+    if parts > 1:
+        for per_worker in range(GROUPS_PER_WORKER, 1, -1):
+            piece = -(-total // (parts * per_worker))
+            if piece >= MIN_SPLIT:
+                size = piece
+                break
     size = max(1, min(max_runs, size))
     groups = []
     for members in keyed.values():

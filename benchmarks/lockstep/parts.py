@@ -22,6 +22,21 @@ import torch
 import yaml
 
 
+def watching_selections(select_round, on_select):
+    """``loop.select_round`` whose strategy's ``select`` goes through
+    ``on_select(strategy, select, view, budget, rng)`` (which must call ``select``)."""
+
+    def wrapped(strategy, *a, **k):
+        inner = strategy.select
+        strategy.select = lambda *sa: on_select(strategy, inner, *sa)
+        try:
+            return select_round(strategy, *a, **k)
+        finally:
+            del strategy.select
+
+    return wrapped
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("config", type=Path)
@@ -70,25 +85,14 @@ def main():
     view.PoolView.from_model = classmethod(timed("per run: PoolView (with its model passes when not batched)",
                                                  view.PoolView.from_model.__func__))
     Store.add_round = timed("per run: database writes", Store.add_round)
-    real_select = loop.select_round
-
-    def select_round(strategy, *a, **k):
-        inner = strategy.select
-
-        def select(*sa, **sk):
-            t0 = time.perf_counter()
-            try:
-                return inner(*sa, **sk)
-            finally:
-                seconds["per run: selection (strategy.select)"] += time.perf_counter() - t0
-
-        strategy.select = select
+    def timed_select(strategy, select, *a):
+        t0 = time.perf_counter()
         try:
-            return real_select(strategy, *a, **k)
+            return select(*a)
         finally:
-            del strategy.select
+            seconds["per run: selection (strategy.select)"] += time.perf_counter() - t0
 
-    loop.select_round = select_round
+    loop.select_round = watching_selections(loop.select_round, timed_select)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         outcomes = loop.run_experiment(parse_config(cfg), str(Path(tmp) / "parts.db"), lockstep=not args.no_lockstep)

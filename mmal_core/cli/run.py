@@ -78,9 +78,8 @@ def register(app: typer.Typer) -> None:
             cfg, source = load_config(config), str(config)
         check_writable(db)
         runner = make_executor(executor, workers, address, retries, gpu_fraction, lockstep)
-        specs = run_specs(cfg)
-        runner.start_early(len(specs))
         validate_experiment(cfg, source, devices_here=runner.runs_here)
+        specs = run_specs(cfg)
         console.print(f"experiment [bold]{cfg.name}[/] ({len(specs)} runs, {runner.describe(len(specs))}) -> {db}")
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -8,7 +8,7 @@ three datasets, 7 rounds) to collect every PoolView its strategies select from, 
 each strategy's selections on those views both ways (one thread, interleaved, best of
 ``--repeat``) and checks that the picks are identical.
 
-    python benchmarks/selection/pitfall_views.py [--config benchmarks/lockstep/pitfalls240.yaml] [--repeat 3]
+    python benchmarks/lockstep/selection.py [--config benchmarks/lockstep/pitfalls240.yaml] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import yaml
 
+from parts import watching_selections
+
 STRATEGIES = ["batchbald", "typiclust", "bmmal", "badge", "kmeans"]
 
 
@@ -38,20 +40,11 @@ def collect(config: Path) -> list:
     cases = []
     real = loop.select_round
 
-    def select_round(strategy, *a, **k):
-        inner = strategy.select
+    def record(strategy, select, view, budget, rng):
+        cases.append((strategy, view, budget, copy.deepcopy(rng.bit_generator.state)))
+        return select(view, budget, rng)
 
-        def select(view, budget, rng):
-            cases.append((strategy, view, budget, copy.deepcopy(rng.bit_generator.state)))
-            return inner(view, budget, rng)
-
-        strategy.select = select
-        try:
-            return real(strategy, *a, **k)
-        finally:
-            del strategy.select
-
-    loop.select_round = select_round
+    loop.select_round = watching_selections(real, record)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             loop.run_experiment(parse_config(cfg), str(Path(tmp) / "views.db"))
