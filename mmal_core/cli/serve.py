@@ -109,6 +109,7 @@ def serve(
     err_console.print(f"mmal leaderboard on http://{host}:{port}/ (database {url})", highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
+
 def worker(
     db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
     workers: int = typer.Option(1, "--workers", help="Verification workers in this process."),
@@ -148,44 +149,42 @@ def worker(
             w.stop()
         store.close()
 
+
+def _server_store(db: Optional[str]):
+    """The server's store for one command, closed when the ``with`` block ends."""
+    from contextlib import closing
+
+    from ..leaderboard.server.storage import ServerStore
+
+    return closing(ServerStore(_server_db(db)))
+
+
 def token_create(
     name: str = typer.Argument(..., help="Who the token is for."),
     db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    from ..leaderboard.server.storage import ServerStore
-
-    store = ServerStore(_server_db(db))
-    try:
+    with _server_store(db) as store:
         token = store.create_token(name)
-    finally:
-        store.close()
     typer.echo(token)
+
 
 def token_revoke(
     name: str = typer.Argument(..., help="The token's name."),
     db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Revoke the active token of NAME; its submissions stay."""
-    from ..leaderboard.server.storage import ServerStore
-
-    store = ServerStore(_server_db(db))
-    try:
+    with _server_store(db) as store:
         store.revoke_token(name)
-    finally:
-        store.close()
     console.print(f"revoked token '{name}'")
+
 
 def token_list(db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP)) -> None:
     """Token names and whether they are active."""
-    from ..leaderboard.server.storage import ServerStore
-
-    store = ServerStore(_server_db(db))
-    try:
+    with _server_store(db) as store:
         for t in store.list_tokens():
             console.print(f"{t['name']}\t{'revoked' if t['revoked_at'] else 'active'}", highlight=False)
-    finally:
-        store.close()
+
 
 def submit(
     selector: str = typer.Argument(..., metavar="RUN_OR_EXPERIMENT",
