@@ -20,6 +20,8 @@ and started again reproduces the uninterrupted result exactly (on CPU).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import sys
@@ -583,6 +585,23 @@ def _model_who(name: str) -> str:
     return f"model '{name}'" + (f" of plugin '{entry.plugin}' ({entry.dist})" if entry else "")
 
 
+def _twins(runs: list[_Run], indices: list[int]) -> dict[int, list[int]]:
+    """``indices`` (of ``runs``, in order) by identical fit: runs of one lockstep group whose
+    round trains on the same pool, labeled set, model seed and initial state train the same
+    network, so it is trained once for all of them. Round 0 of a group's strategies of one
+    seed is such a case (the initial set and the model's seed come from the seed alone).
+    Keys: the first index of each set of twins, in order."""
+    out: dict[int, list[int]] = {}
+    first_of: dict[tuple, int] = {}
+    for i, run in zip(indices, runs):
+        pool, labeled, seed, state = run.train_job()
+        key = (id(pool), seed, hashlib.blake2b(np.ascontiguousarray(labeled).tobytes(), digest_size=16).digest(),
+               None if state is None else hashlib.blake2b(state, digest_size=16).digest())
+        first = first_of.setdefault(key, i)
+        out.setdefault(first, []).append(i)
+    return out
+
+
 def _fit_group(runs: list[_Run]) -> list[Any]:
     """Train this round's models of ``runs`` (same model spec, equal labeled sizes) in one
     ``fit_many`` (it trains the models in place and returns None, or returns the trained
@@ -700,16 +719,26 @@ def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict
         per_run = [_round_requests(run, model) for run, model in zip(runs, models)]
     except Exception:
         return models, {}, ([], [], 0)  # the round reports it, one run at a time
-    slots: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    # runs that share a model (twins, see _twins) ask it once per rows: their calls of the
+    # same split, rows, kept modalities and parameters become one call of every field asked
+    slots: dict[str, list[tuple[list[int], dict[str, Any]]]] = {}
+    merged: dict[tuple, tuple[list[int], dict[str, Any]]] = {}
     for k, requests in enumerate(per_run):
         for request in requests:
             kind = "evaluate" if request["split"] is runs[k].dataset.test else "predict"
-            slots.setdefault(kind, []).append((k, request))
+            key = (id(models[k]), _request_key(request))
+            if key in merged:
+                users, call = merged[key]
+                users.append(k)
+                call["want"] = set(call["want"]) | set(request["want"])
+                continue
+            merged[key] = ([k], dict(request))
+            slots.setdefault(kind, []).append(merged[key])
     for kind, calls in slots.items():
         requests = [request for _, request in calls]
         t0 = time.perf_counter()
         try:
-            answers = batched([models[k] for k, _ in calls], requests)
+            answers = batched([models[users[0]] for users, _ in calls], requests)
             problem = _answer_problem(answers, requests, runs[0].dataset.n_classes)
         except Exception as err:
             problem = f"raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
@@ -718,13 +747,22 @@ def _predict_group(runs: list[_Run], models: list[Any]) -> tuple[list[Any], dict
                                               _model_who(runs[0].spec.model.name), problem, len(runs))
             return models, None, ([], [], 0)
         seconds[kind] += time.perf_counter() - t0
-        for (k, request), answer in zip(calls, answers):
-            known[k].append((request, answer))
+        for (users, request), answer in zip(calls, answers):
+            for k in users:
+                known[k].append((request, answer))
     t0 = time.perf_counter()
     probes = _group_probes(runs, models, known)
     seconds["evaluate"] += time.perf_counter() - t0
     share = {kind: s / len(models) for kind, s in seconds.items()}
     return [_Answered(model, answers) for model, answers in zip(models, known)], share, probes
+
+
+def _request_key(request: dict[str, Any]) -> tuple:
+    """What makes two predict calls of one model the same call but for the fields asked."""
+    index, keep = request["index"], request.get("keep")
+    return (id(request["split"]), None if index is None else hashlib.blake2b(np.asarray(index).tobytes()).digest(),
+            None if keep is None else np.asarray(keep, dtype=bool).tobytes(),
+            json.dumps(request["params"], sort_keys=True, default=str))
 
 
 def _group_probes(runs: list[_Run], models: list[Any], known: list[list[tuple[dict, dict]]]) -> tuple:
@@ -737,11 +775,15 @@ def _group_probes(runs: list[_Run], models: list[Any], known: list[list[tuple[di
                                                                                    runs[0].spec.metrics)):
         return [], [], C
     problems = []
+    seen: set[int] = set()  # twins share their answers: their probes are fitted once
     for run, answers in zip(runs, known):
         pool, labeled = run.dataset.train, run.labeled()
         for request, answer in answers:
             if (request["split"] is pool and request["index"] is not None and "modality_embeddings" in answer
                     and np.array_equal(request["index"], labeled)):
+                if id(answer) in seen:
+                    break
+                seen.add(id(answer))
                 sets = probe_sets(pool, labeled, answer["modality_embeddings"], run.dataset.test.mask,
                                   list(run.dataset.modality_names))
                 problems.extend(sets.values())
@@ -830,16 +872,20 @@ def execute_group(
         for i in members:  # equal budgets give equal sizes; anything else trains apart
             sizes.setdefault(int(active[i].is_labeled.sum()), []).append(i)
         for equal in sizes.values():
+            twins = _twins([active[i] for i in equal], equal)
+            firsts = list(twins)
             cap = _members_fitting(active[equal[0]], max_bytes)
-            for same in [equal[start : start + cap] for start in range(0, len(equal), cap)]:
+            for chunk in [firsts[start : start + cap] for start in range(0, len(firsts), cap)]:
+                same = [i for first in chunk for i in twins[first]]
                 t0 = time.perf_counter()
                 try:
-                    models = _fit_group([active[i] for i in same])
+                    trained = _fit_group([active[i] for i in chunk])
                 except Exception as err:
                     for i in same:
                         errors[i] = err
                         active.pop(i)
                     continue
+                models = [model for first, model in zip(chunk, trained) for _ in twins[first]]
                 train_seconds = (time.perf_counter() - t0) / len(same)
                 shared, probes = None, ([], [], 0)
                 if batched_predict:

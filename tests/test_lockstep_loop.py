@@ -97,9 +97,38 @@ def test_group_evaluates_and_builds_views_in_batched_passes(tmp_path, reference,
     db = tmp_path / "batched.db"
     run_experiment(_config(), str(db))
     assert calls == [] and len(batched) == 2 * 3  # the test split and the pool, each round
-    assert probes == [14 * 2] * 3  # the linear probes of every run and modality at once, each round
+    # the linear probes of every run and modality at once, each round; in round 0 the 7
+    # strategies of a seed share one model (same initial set and model seed), so 2 models
+    assert probes == [2 * 2, 14 * 2, 14 * 2]
     metrics = next(iter(reference.values()))[1]
     assert {"shapley_accuracy", "modality_accuracy", "probe_accuracy", "head_accuracy"} <= set(metrics)
+    assert rounds(db) == reference
+
+
+def test_twin_runs_train_and_predict_once_with_the_same_rounds(tmp_path, reference, monkeypatch):
+    """Round 0 of every strategy of one seed trains the same network (the initial set and the
+    model's seed come from the seed alone): a group trains it once per seed and asks it
+    once per rows, and every run stores what it stores alone."""
+    sizes, requests = [], []
+    fit_many, predict_many = FusionMLP.fit_many.__func__, FusionMLP.predict_many.__func__
+
+    def spy_fit(cls, models, jobs):
+        sizes.append(len(models))
+        return fit_many(cls, models, jobs)
+
+    def spy_predict(cls, models, asked):
+        requests.append(len(asked))
+        return predict_many(cls, models, asked)
+
+    monkeypatch.setattr(FusionMLP, "fit_many", classmethod(spy_fit))
+    monkeypatch.setattr(FusionMLP, "predict_many", classmethod(spy_predict))
+    db = tmp_path / "twins.db"
+    run_experiment(_config(), str(db))
+    assert sizes == [2, 14, 14]  # 2 seeds x 7 strategies: 2 networks in round 0
+    # round 0, per seed: 3 calls on the test split (all, each modality kept alone); on the pool
+    # one on the labeled rows and one on the unlabeled rows per set of view parameters (bald's
+    # mc_samples, the others' none), whatever fields the 7 strategies ask
+    assert requests[:2] == [2 * 3, 2 * 3]
     assert rounds(db) == reference
 
 
@@ -122,7 +151,9 @@ def test_a_tight_memory_budget_splits_the_rounds_into_batches_with_the_same_roun
         eid = store.experiment(cfg.name, cfg.hash(), cfg.canonical(), {})
         outcomes = execute_group(specs, store, eid, max_bytes=4 * each)
     assert all(o.status == "finished" for o in outcomes)
-    assert sizes[:4] == [4, 4, 4, 2] and max(sizes) <= 4  # 14 runs, at most 4 a batch (fewer as sets grow)
+    # round 0: the 7 strategies of a seed are twins (one model for each of the 2 seeds); then
+    # 14 runs a round, at most 4 a batch (fewer as the labeled sets grow)
+    assert sizes[0] == 2 and sum(sizes) == 2 + 14 + 14 and max(sizes) <= 4 and len(sizes) >= 1 + 2 * 4
     assert rounds(db) == reference
 
 
@@ -239,7 +270,7 @@ def test_model_without_a_working_batched_path_still_runs(tmp_path, reference, mo
 
 
 @pytest.mark.parametrize("name, problem", [
-    ("short-answers", "returned 41 answers for 42 requests"),
+    ("short-answers", "returned 5 answers for 6 requests"),  # round 0: 2 models (twins), 3 calls each
     ("wrong-shapes", "answer 0: 'probs' has shape (89, 4) for 90 rows"),
     ("raising-predict", "raised IndexError: stack too small"),
 ])
