@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -74,7 +74,30 @@ class ModelSpec(PluginSpec):
     warm_start: bool = False
 
     def canonical(self) -> dict[str, Any]:
-        return {**super().canonical(), "warm_start": self.warm_start}
+        """Name, parameters, warm start and the installed model's ``version`` (the version of
+        its numbers, see :attr:`mmal_core.model.Model.version`; left out when no model of
+        that name is installed), so that results of two versions never share a hash."""
+        out = {**super().canonical(), "warm_start": self.warm_start}
+        version = model_version(self.name)
+        if version is not None:
+            out["version"] = version
+        return out
+
+
+#: How :meth:`ModelSpec.canonical` finds an installed model's version: set by
+#: :mod:`mmal_core.plugins` (imported with the package), which knows the installed models.
+_model_versions: Callable[[str], str | None] = lambda name: None
+
+
+def set_model_versions(lookup: Callable[[str], str | None]) -> None:
+    """Install the function that gives the ``version`` of the installed model ``name``."""
+    global _model_versions
+    _model_versions = lookup
+
+
+def model_version(name: str) -> str | None:
+    """``version`` of the installed model plugin ``name`` (None when none is installed)."""
+    return _model_versions(name)
 
 
 class BudgetSpec(_Strict):
@@ -193,8 +216,11 @@ class ExperimentConfig(_Strict):
         return value
 
     def canonical(self) -> dict[str, Any]:
-        """The config as a canonical dict (what is hashed and stored)."""
-        return json.loads(self.model_dump_json())
+        """The config as a canonical dict (what is hashed and stored); the model's entry
+        carries the installed model's version (:meth:`ModelSpec.canonical`)."""
+        out = json.loads(self.model_dump_json())
+        out["model"] = json.loads(json.dumps(self.model.canonical(), default=str))
+        return out
 
     def hash(self) -> str:
         return content_hash(self.canonical())

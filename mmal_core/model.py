@@ -30,6 +30,11 @@ class Model:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: The version of the model's numbers: bump it whenever the same parameters, data and
+    #: seed give different results (another random stream, another solver). It is part of
+    #: every run key, config hash and benchmark hash (``ModelSpec.canonical``), so results
+    #: of two versions are never resumed into each other or ranked together.
+    version: ClassVar[str] = "1"
 
     def provided(self) -> frozenset[str]:
         """Fields this configured instance can compute (may depend on its parameters)."""

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .config import set_model_versions
 from .data import MultimodalDataset
 from .errors import MmalError, UnknownNameError, did_you_mean
 from .params import construct
@@ -213,6 +214,19 @@ def reset_plugin_manager(manager: PluginManager | None = None) -> PluginManager 
     global _manager
     previous, _manager = _manager, manager
     return previous
+
+
+def installed_model_version(name: str) -> str | None:
+    """The ``version`` of the installed model plugin ``name`` (None when there is none): what
+    :meth:`mmal_core.config.ModelSpec.canonical` records, so hashes follow a model's numbers."""
+    try:
+        entry = get_plugin_manager().entries("model").get(name)
+    except MmalError:  # plugins that cannot load: reported where they are used
+        return None
+    return None if entry is None else str(getattr(entry.obj, "version", "1"))
+
+
+set_model_versions(installed_model_version)
 
 
 def load_dataset(name: str, seed: int = 0, **params) -> MultimodalDataset:

@@ -394,7 +394,7 @@ def _check_prediction_fields(name: str, out: dict[str, Any], want: set[str], n: 
 def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
     """Checks of a model class, on :func:`tiny_dataset` (use fast parameters in ``params``).
 
-    ``check_model_contract``: subclass of Model, a lower-case ``name``, ``provides`` and
+    ``check_model_contract``: subclass of Model, a lower-case ``name``, a ``version`` string, ``provides`` and
     ``provided()`` within the PoolView fields; ``check_params_stored``; ``check_predict_shapes``:
     every provided field has the shape the PoolView expects (probabilities sum to one);
     ``check_fit_deterministic``: the same seed gives the same probabilities;
@@ -411,6 +411,7 @@ def _model_checks(cls: type, params: dict[str, Any]) -> Iterator[Check]:
     def contract():
         assert isinstance(cls, type) and issubclass(cls, Model), f"{cls!r} must subclass mmal_core.model.Model"
         _check_name(cls)
+        assert isinstance(cls.version, str) and cls.version, f"{cls.__name__}.version must be a non-empty string"
         assert set(cls.provides) <= REQUIREMENTS, f"{cls.__name__}.provides has unknown fields {set(cls.provides) - REQUIREMENTS}"
         provided = cls(**params).provided()
         assert set(provided) <= set(cls.provides), f"{cls.__name__}.provided() {sorted(provided)} is not within provides"

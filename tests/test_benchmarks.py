@@ -120,3 +120,37 @@ def test_bench_run_refuses_bad_input_without_writing(tmp_path, capsys):
         code, _, err = cli_in_process(capsys, "bench", "run", "clipart", "--strategy", "margin", "--db", str(db))
         assert code == 2 and "unavailable" in err
         assert not db.exists()
+
+
+def test_the_model_version_is_part_of_every_hash_so_versions_never_mix(tmp_path, monkeypatch):
+    """A model's ``version`` (of its numbers) goes into the model's canonical form: a new
+    version gives new benchmark, config and run hashes, a database run of the old version
+    is not resumed as the new one nor counted for the new benchmark."""
+    from _support import tiny_config
+    from mmal_core.builtin.benchmarks import canonical_suite
+    from mmal_core.builtin.fusion import FusionMLP
+    from mmal_core.config import ModelSpec, parse_config
+    from mmal_core.loop import run_experiment, run_specs
+    from mmal_core.store import Store
+
+    assert ModelSpec().canonical()["version"] == FusionMLP.version == "2"
+    assert "version" not in ModelSpec(name="no-such-model").canonical()
+    bench = canonical_suite()[0]
+    cfg = parse_config(tiny_config(strategies=["random"]))
+    db = tmp_path / "old.db"
+    run_experiment(cfg, str(db))
+    with Store(db) as store:
+        stored = store.runs()
+    before = (bench.hash, cfg.hash(), [s.key for s in run_specs(cfg)], stored[0]["model"])
+    assert before[3]["version"] == "2"
+    monkeypatch.setattr(FusionMLP, "version", "3")
+    after = (bench.hash, cfg.hash(), [s.key for s in run_specs(cfg)])
+    assert all(a != b for a, b in zip(after, before[:3]))
+    run = {**stored[0], "dataset": bench.dataset.name, "dataset_params": bench.dataset.params,
+           "budget": bench.budget.model_dump(), "seed": bench.seeds[0]}
+    assert not bench.matches_run(run)  # stored under version 2
+    assert bench.matches_run({**run, "model": bench.model.canonical()})
+    outcomes = run_experiment(cfg, str(db))  # a new experiment: nothing resumed from version 2
+    assert outcomes[0].resumed_rounds == 0
+    with Store(db) as store:
+        assert len(store.experiments()) == 2

@@ -8,23 +8,51 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class MCDropout(nn.Dropout):
-    """``nn.Dropout`` whose masks may come from a numpy Generator (``self.rng``).
+#: Dropout keeps a unit when a 16-bit word of its mask stream is below
+#: ``round(keep * MASK_WORDS)``, and scales the kept units by ``MASK_WORDS / threshold``.
+MASK_WORDS = 1 << 16
 
-    Used for MC-dropout inference on the CPU, where torch draws one Bernoulli at a time
-    (about 15 ns each, most of an MC pass's cost) and numpy fills float32 uniforms in bulk
-    (about 4 ns each). A unit is kept when its uniform is below 1 - p, as in torch's own
-    CUDA kernel. Training, CUDA tensors and ``rng = None`` use ``nn.Dropout`` unchanged.
+
+def dropout_noise(bitgen: np.random.BitGenerator, shape: tuple[int, ...], keep: float, out=None) -> np.ndarray:
+    """float32 dropout noise of ``shape`` (0 for a dropped unit, the kept units' scale
+    otherwise) from numpy bit generator ``bitgen``: each 64-bit draw gives four 16-bit words
+    (little-endian order), one per unit, so a unit costs about a nanosecond; torch's CPU
+    ``bernoulli_`` takes two 32-bit Mersenne Twister words per unit (about 6 ns). Training
+    and MC-dropout masks on the CPU both come from here, whether a network runs alone or
+    stacked (the same draws for a member in the same order, so the same bits)."""
+    size = int(np.prod(shape))
+    threshold = int(round(keep * MASK_WORDS))
+    if threshold <= 0:
+        noise = np.zeros(shape, dtype=np.float32)
+        if out is None:
+            return noise
+        out[...] = noise
+        return out
+    words = bitgen.random_raw(-(-size // 4)).astype("<u8", copy=False).view("<u2")[:size].reshape(shape)
+    return np.multiply(words < threshold, np.float32(MASK_WORDS / threshold), out=out, dtype=np.float32)
+
+
+class MCDropout(nn.Dropout):
+    """``nn.Dropout`` whose masks on the CPU come from numpy (:func:`dropout_noise`).
+
+    Training (:meth:`FusionNetwork.fit`) sets ``noise``, this step's (rows, hidden) noise of
+    the layer; MC-dropout inference sets ``rng``, a numpy Generator whose bit generator
+    draws the masks pass by pass. CUDA tensors, ``p`` of 0 or 1 and neither set use
+    ``nn.Dropout`` unchanged.
     """
 
     rng: np.random.Generator | None = None
+    noise = None
 
     def forward(self, x):
-        if self.rng is None or not self.training or self.p == 0.0 or x.device.type != "cpu":
+        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu":
             return super().forward(x)
-        keep = 1.0 - self.p
-        u = torch.from_numpy(self.rng.random(tuple(x.shape), dtype=np.float32))
-        return u.lt_(keep).mul_(1.0 / keep).mul_(x)
+        if self.noise is not None:
+            return x * self.noise
+        if self.rng is None:
+            return super().forward(x)
+        noise = dropout_noise(self.rng.bit_generator, tuple(x.shape), 1.0 - self.p)
+        return torch.from_numpy(noise).mul_(x)
 
 
 class FusionNetwork(nn.Module):
@@ -141,20 +169,35 @@ class FusionNetwork(nn.Module):
         except (RuntimeError, TypeError):
             opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
         n = y.shape[0]
+        # the dropout masks' stream, keyed from torch's generator (StackedFusion.fit draws
+        # the same key from a member's own generator); used on the CPU only
+        key = int(torch.randint(0, 2**62, (1,)))
+        drops = [m for m in self.modules() if isinstance(m, MCDropout)]
+        own_masks = y.device.type == "cpu" and bool(drops) and 0.0 < drops[0].p < 1.0
+        bitgen = np.random.PCG64(key) if own_masks else None
+        shape = (len(drops), self.encoders[0][0].out_features)
         self.train()
-        for _ in range(epochs):
-            order = torch.randperm(n, device=y.device)
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                bmask = mask[idx]
-                if modality_dropout > 0:
-                    drop = torch.rand(bmask.shape, device=bmask.device) < modality_dropout
-                    kept = bmask & ~drop
-                    bmask = torch.where(kept.any(dim=1, keepdim=True), kept, bmask)
-                loss = self.loss([x[idx] for x in xs], bmask, y[idx], aux_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        try:
+            for _ in range(epochs):
+                order = torch.randperm(n, device=y.device)
+                for start in range(0, n, batch_size):
+                    idx = order[start : start + batch_size]
+                    bmask = mask[idx]
+                    if modality_dropout > 0:
+                        drop = torch.rand(bmask.shape, device=bmask.device) < modality_dropout
+                        kept = bmask & ~drop
+                        bmask = torch.where(kept.any(dim=1, keepdim=True), kept, bmask)
+                    if own_masks:
+                        noise = torch.from_numpy(dropout_noise(bitgen, (shape[0], len(idx), shape[1]), 1.0 - drops[0].p))
+                        for layer, d in enumerate(drops):
+                            d.noise = noise[layer]
+                    loss = self.loss([x[idx] for x in xs], bmask, y[idx], aux_weight)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            for d in drops:
+                d.noise = None
         self.eval()
 
 
@@ -215,19 +258,20 @@ class StackedFusion:
 
     Every parameter ``name`` of the members becomes one (K, ...) leaf tensor, so a layer is
     one batched matmul over (K, batch, features) and one fused Adam updates every member.
-    Nothing is mixed between members: each member's loss is its own mean, its batch order,
-    dropout and modality-dropout masks come from its own ``torch.Generator`` (continuing the
-    stream its weights were drawn from, exactly as :meth:`FusionNetwork.fit` does with the
-    global generator), so a member trains to the same bits as it would alone on the CPU.
-    On a GPU the masks come from :func:`counter_uniforms` under a key drawn from that same
-    stream: still the member's own, whatever its neighbours, but one batched draw per step
-    instead of a CPU draw per member and a copy (on the CPU those integer hashes cost more
-    than torch's generator, which is why the CPU keeps it).
+    Nothing is mixed between members: each member's loss is its own mean; its batch order
+    and modality-dropout masks come from its own ``torch.Generator`` (continuing the stream
+    its weights were drawn from, exactly as :meth:`FusionNetwork.fit` does with the global
+    generator), and its dropout masks from a PCG64 stream keyed from that generator where
+    ``fit`` keys its own (:func:`dropout_noise`), so a member trains to the same bits as it
+    would alone on the CPU. On a GPU the masks come from :func:`counter_uniforms` under
+    that same key: still the member's own, whatever its neighbours, but one batched draw per
+    step instead of a CPU draw per member and a copy (on the CPU those integer hashes cost
+    more than the PCG64 words, which is why the CPU keeps them).
     """
 
     #: Draw the training masks with :func:`counter_uniforms` on the stack's device: None
-    #: (default) on a GPU only; the CPU keeps each member's ``torch.Generator`` stream, the
-    #: one ``fit`` draws alone. Tests set True to run the GPU's way on the CPU.
+    #: (default) on a GPU only; the CPU keeps each member's PCG64 mask stream, the one
+    #: ``fit`` draws alone. Tests set True to run the GPU's way on the CPU.
     device_draws: bool | None = None
 
     def __init__(self, nets: list[FusionNetwork]):
@@ -252,12 +296,12 @@ class StackedFusion:
     def _lin(self, x, name):
         return _linear(x, self.params[name + ".weight"], self.params[name + ".bias"])
 
-    def _dropouts(self, gens, rows: int, device, draws=None):
+    def _dropouts(self, bitgens, rows: int, device, draws=None):
         """The dropout of one training step: a function applied after each hidden layer in
-        turn, as ``F.dropout`` draws it on the CPU for each member. Every hidden layer is
-        (rows, hidden) and nothing else draws from a member's generator within a step, so
-        each member's masks for the step come from one Bernoulli call on its generator
-        (one (layers, rows, hidden) block, the same stream as one draw per layer)."""
+        turn. Every hidden layer is (rows, hidden), so a member's masks for the step are one
+        (layers, rows, hidden) block from its own mask stream (``bitgens[k]``, as
+        :meth:`FusionNetwork.fit` draws it alone) or, on a device, from
+        :func:`counter_uniforms` (``draws``: keys and step)."""
         if self.p == 0.0:
             return lambda h: h
         if self.p >= 1.0:
@@ -269,10 +313,10 @@ class StackedFusion:
             keys, step = draws
             noise = counter_uniforms(keys, _DROPOUT, step, (layers, rows, hidden)).lt_(keep).float().div_(keep)
         else:
-            noise = torch.empty((len(gens), layers, rows, hidden))
-            for k, g in enumerate(gens):
-                noise[k].bernoulli_(keep, generator=g)
-            noise = noise.div_(keep).to(device)
+            block = np.empty((len(bitgens), layers, rows, hidden), dtype=np.float32)
+            for k, bitgen in enumerate(bitgens):
+                dropout_noise(bitgen, (layers, rows, hidden), keep, out=block[k])
+            noise = torch.from_numpy(block).to(device)
         used = iter(range(layers))
         return lambda h: h * noise[:, next(used)]
 
@@ -318,13 +362,14 @@ class StackedFusion:
         emb = drop(emb) if drop else emb
         return emb, self._lin(emb, "head"), mod_logits
 
-    def loss(self, xs, mask, y, aux_weight, gens, draws=None):
+    def loss(self, xs, mask, y, aux_weight, bitgens, draws=None):
         """Sum over members of each member's own loss (so each member's gradient is its own).
 
-        xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64.
+        xs: list of (K, B, d_m); mask: (K, B, M) bool; y: (K, B) int64; bitgens: each
+        member's mask stream (see :meth:`_dropouts`).
         """
         K, B = y.shape
-        drop = self._dropouts(gens, B, y.device, draws)
+        drop = self._dropouts(bitgens, B, y.device, draws)
         _, logits, mod_logits = self.fuse(self.encode(xs, drop), mask, drop)
         m = mask.to(logits.dtype)
         C = self.n_classes
@@ -353,8 +398,10 @@ class StackedFusion:
             if self.p == 0.0:
                 return h
             shape = tuple(h.shape[1:])
-            u = torch.from_numpy(np.stack([rng.random(shape, dtype=np.float32) for rng in rngs]))
-            return u.lt_(keep).mul_(1.0 / keep).mul_(h)
+            noise = np.empty(tuple(h.shape), dtype=np.float32)
+            for k, rng in enumerate(rngs):
+                dropout_noise(rng.bit_generator, shape, keep, out=noise[k])
+            return torch.from_numpy(noise).mul_(h)
 
         out = []
         step = max(1, max_rows // max(B, 1))
@@ -378,9 +425,11 @@ class StackedFusion:
         K, n = y.shape
         rows = torch.arange(K, device=y.device).unsqueeze(1)
         on_device = y.device.type != "cpu" if self.device_draws is None else self.device_draws
-        # on a GPU: one key per member from its own stream, then counter-based masks per step
-        keys = torch.tensor([int(torch.randint(0, 2**62, (1,), generator=g)) for g in gens],
-                            dtype=torch.int64, device=y.device) if on_device else None
+        # one key per member from its own stream, drawn where FusionNetwork.fit draws it: on
+        # the CPU it seeds the member's mask stream, on a GPU its counter-based masks
+        keys = [int(torch.randint(0, 2**62, (1,), generator=g)) for g in gens]
+        bitgens = [np.random.PCG64(key) for key in keys]
+        keys = torch.tensor(keys, dtype=torch.int64, device=y.device) if on_device else None
         step = 0
         for _ in range(epochs):
             order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(y.device)
@@ -394,7 +443,7 @@ class StackedFusion:
                         u = torch.stack([torch.rand(tuple(bmask.shape[1:]), generator=g) for g in gens]).to(bmask.device)
                     kept = bmask & ~(u < modality_dropout)
                     bmask = torch.where(kept.any(dim=2, keepdim=True), kept, bmask)
-                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, gens,
+                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, bitgens,
                                  (keys, step) if on_device else None)
                 step += 1
                 opt.zero_grad()
