@@ -127,6 +127,12 @@ def test_the_gpus_counter_based_masks_keep_members_independent_of_their_stack(mo
         assert _same(five[i], shuffled[pos])
     assert _same(alone[0], five[2])
     assert not any(_same(a, b) for a, b in zip(cpu_way, five))
+    # a run trained alone on the device (fit) draws the same masks and batch order as in a
+    # group: here, on the CPU, the same bits as its stacked fit
+    from mmal_core.builtin.network import FusionNetwork
+
+    monkeypatch.setattr(FusionNetwork, "device_draws", True)
+    assert all(_same(a, b) for a, b in zip(_states(_alone(jobs, specs, **params)), five))
     # the uniforms: a member's block is the same alone, keys and steps give other numbers,
     # and a mask keeps about 1 - p of the units
     keys = torch.tensor([3, 4, 2**61], dtype=torch.int64)

@@ -74,7 +74,8 @@ class FusionMLP(Model):
     name = "fusion-mlp"
     #: 2: dropout masks (training and MC dropout) on the CPU from a PCG64 stream per fit or
     #: predict (``network.dropout_noise``) instead of torch's ``bernoulli_`` and numpy's
-    #: float uniforms; 1: before that.
+    #: float uniforms; on a GPU, ``fit`` draws the counter-based masks and CPU batch order
+    #: of a stacked member (``FusionNetwork.device_draws``); 1: before that.
     version = "2"
     lockstep = True
     summary = "MLP encoder per modality, concat/sum/gated/late fusion, unimodal heads, mask-aware"

@@ -45,11 +45,9 @@ class MCDropout(nn.Dropout):
     noise = None
 
     def forward(self, x):
-        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu":
-            return super().forward(x)
-        if self.noise is not None:
+        if self.training and self.noise is not None:
             return x * self.noise
-        if self.rng is None:
+        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu" or self.rng is None:
             return super().forward(x)
         noise = dropout_noise(self.rng.bit_generator, tuple(x.shape), 1.0 - self.p)
         return torch.from_numpy(noise).mul_(x)
@@ -85,6 +83,13 @@ class FusionNetwork(nn.Module):
         if fusion != "late":
             self.head = nn.Linear(hidden, n_classes)
         self.modality_heads = nn.ModuleList(nn.Linear(hidden, n_classes) for _ in dims) if unimodal_heads else None
+
+    #: Draw the training masks and batch order the way a stacked member draws them on a
+    #: device (:class:`StackedFusion`): counter-based masks under the fit's key, batch order
+    #: from the CPU generator. None (default): on a GPU only, so that a run trains with the
+    #: same random numbers alone or in a lockstep group there too; tests set True to run
+    #: that way on the CPU.
+    device_draws: bool | None = None
 
     def encode(self, xs):
         return [enc(x) for enc, x in zip(self.encoders, xs)]
@@ -169,29 +174,43 @@ class FusionNetwork(nn.Module):
         except (RuntimeError, TypeError):
             opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
         n = y.shape[0]
-        # the dropout masks' stream, keyed from torch's generator (StackedFusion.fit draws
-        # the same key from a member's own generator); used on the CPU only
+        # the dropout masks' stream, keyed from torch's generator where StackedFusion.fit
+        # draws a member's key from its own generator: a PCG64 stream on the CPU, the
+        # counter-based masks on a device (device_draws)
         key = int(torch.randint(0, 2**62, (1,)))
+        on_device = y.device.type != "cpu" if self.device_draws is None else self.device_draws
         drops = [m for m in self.modules() if isinstance(m, MCDropout)]
-        own_masks = y.device.type == "cpu" and bool(drops) and 0.0 < drops[0].p < 1.0
-        bitgen = np.random.PCG64(key) if own_masks else None
+        masked = bool(drops) and 0.0 < drops[0].p < 1.0
+        bitgen = np.random.PCG64(key) if masked and not on_device else None
+        keys = torch.tensor([key], dtype=torch.int64, device=y.device) if on_device else None
         shape = (len(drops), self.encoders[0][0].out_features)
+        keep = 1.0 - drops[0].p if drops else 1.0
+        step = 0
         self.train()
         try:
             for _ in range(epochs):
-                order = torch.randperm(n, device=y.device)
+                # on a device the batch order comes from the CPU generator, as for a stacked member
+                order = torch.randperm(n).to(y.device) if on_device else torch.randperm(n, device=y.device)
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
                     bmask = mask[idx]
                     if modality_dropout > 0:
-                        drop = torch.rand(bmask.shape, device=bmask.device) < modality_dropout
-                        kept = bmask & ~drop
+                        if on_device:
+                            u = counter_uniforms(keys, _MODALITY_DROPOUT, step, tuple(bmask.shape))[0]
+                        else:
+                            u = torch.rand(bmask.shape, device=bmask.device)
+                        kept = bmask & ~(u < modality_dropout)
                         bmask = torch.where(kept.any(dim=1, keepdim=True), kept, bmask)
-                    if own_masks:
-                        noise = torch.from_numpy(dropout_noise(bitgen, (shape[0], len(idx), shape[1]), 1.0 - drops[0].p))
+                    if masked:
+                        rows = (shape[0], len(idx), shape[1])
+                        if on_device:
+                            noise = counter_uniforms(keys, _DROPOUT, step, rows).lt_(keep).float().div_(keep)[0]
+                        else:
+                            noise = torch.from_numpy(dropout_noise(bitgen, rows, keep)).to(y.device)
                         for layer, d in enumerate(drops):
                             d.noise = noise[layer]
                     loss = self.loss([x[idx] for x in xs], bmask, y[idx], aux_weight)
+                    step += 1
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
