@@ -15,6 +15,7 @@ import torch
 from mmal_core import MmalError, ModalitySpec, MultimodalDataset, Split
 from mmal_core.config import parse_config
 from mmal_core.loop import run_experiment
+from mmal_core import utilization as utilization_module
 from mmal_core.metrics import evaluate
 from mmal_core.builtin.fusion import FusionMLP
 from mmal_core.utilization import (
@@ -319,3 +320,21 @@ def test_labeled_fields_count_as_provided_when_the_model_computes_the_field():
     validate_experiment(parse_config(cfg))  # fusion-mlp computes modality_embeddings
     cfg["model"] = {"name": "fusion-mlp", "params": {"unimodal_heads": False}}
     validate_experiment(parse_config(cfg))  # encoders only: still fine without the heads
+
+
+@pytest.mark.parametrize("C", [2, 3, 4, 7, 8, 11])
+def test_large_probe_stacks_normalise_class_by_class_with_the_same_bits(C, monkeypatch):
+    """Stacks of many rows take the class-by-class softmax (elementwise maxima, sums added
+    in numpy's order); the weights must be those of numpy's reductions, bit for bit."""
+    rng = np.random.default_rng(C)
+    K, n, d1 = 24, 90, 9
+    xs = rng.normal(size=(K, n, d1)) * 3.0
+    onehot = np.eye(C)[rng.integers(0, C, (K, n))]
+    penalty = np.full((d1, 1), 1e-2)
+    step = np.full((K, 1, 1), 0.05)
+    monkeypatch.setattr(utilization_module, "BY_CLASS_ROWS", 1)
+    by_class = utilization_module._descend(xs, onehot, penalty, step, n, 60)
+    monkeypatch.setattr(utilization_module, "BY_CLASS_ROWS", 10**9)
+    reduced = utilization_module._descend(xs, onehot, penalty, step, n, 60)
+    assert all(np.array_equal(a, b) for a, b in zip(by_class, reduced))
+    assert not np.array_equal(by_class[0], by_class[1])
