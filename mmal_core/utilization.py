@@ -186,7 +186,9 @@ def _class_sum(a):
     fewer than 8 terms of a last axis one after the other, which C - 1 elementwise additions
     repeat (checked once per C against numpy's own sum, which is used otherwise)."""
     C = a.shape[2]
-    if not _SEQUENTIAL_SUM.setdefault(C, _sums_in_order(C)):
+    if C not in _SEQUENTIAL_SUM:
+        _SEQUENTIAL_SUM[C] = _sums_in_order(C)
+    if not _SEQUENTIAL_SUM[C]:
         return a.sum(axis=2, keepdims=True)
     out = a[..., 0].copy()
     for j in range(1, C):
