@@ -190,10 +190,15 @@ def _class_sum(a):
         _SEQUENTIAL_SUM[C] = _sums_in_order(C)
     if not _SEQUENTIAL_SUM[C]:
         return a.sum(axis=2, keepdims=True)
+    return _ordered_sum(a)[..., None]
+
+
+def _ordered_sum(a):
+    """(K, n): the classes of a (K, n, C) array added from the first to the last."""
     out = a[..., 0].copy()
-    for j in range(1, C):
+    for j in range(1, a.shape[2]):
         out += a[..., j]
-    return out[..., None]
+    return out
 
 
 def _sums_in_order(C: int) -> bool:
@@ -201,10 +206,7 @@ def _sums_in_order(C: int) -> bool:
     if C >= 8:
         return False
     probe = np.exp(np.random.default_rng(C).normal(size=(2, 256, C)) * 8.0)
-    ordered = probe[..., 0].copy()
-    for j in range(1, C):
-        ordered += probe[..., j]
-    return bool(np.array_equal(ordered, probe.sum(axis=2)))
+    return bool(np.array_equal(_ordered_sum(probe), probe.sum(axis=2)))
 
 
 #: Per class count: does ``_class_sum``'s ordered addition give numpy's bits (see there).

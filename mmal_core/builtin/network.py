@@ -23,13 +23,24 @@ def dropout_noise(bitgen: np.random.BitGenerator, shape: tuple[int, ...], keep: 
     size = int(np.prod(shape))
     threshold = int(round(keep * MASK_WORDS))
     if threshold <= 0:
-        noise = np.zeros(shape, dtype=np.float32)
-        if out is None:
-            return noise
-        out[...] = noise
+        out = np.empty(shape, dtype=np.float32) if out is None else out
+        out[...] = 0.0
         return out
     words = bitgen.random_raw(-(-size // 4)).astype("<u8", copy=False).view("<u2")[:size].reshape(shape)
     return np.multiply(words < threshold, np.float32(MASK_WORDS / threshold), out=out, dtype=np.float32)
+
+
+def stacked_noise(bitgens, shape: tuple[int, ...], keep: float) -> np.ndarray:
+    """(K, *shape) :func:`dropout_noise`, member k's from ``bitgens[k]``."""
+    noise = np.empty((len(bitgens), *shape), dtype=np.float32)
+    for k, bitgen in enumerate(bitgens):
+        dropout_noise(bitgen, shape, keep, out=noise[k])
+    return noise
+
+
+def counter_noise(keys, step: int, shape: tuple[int, ...], keep: float):
+    """(K, *shape) float32 dropout noise on the keys' device from :func:`counter_uniforms`."""
+    return counter_uniforms(keys, _DROPOUT, step, shape).lt_(keep).float().div_(keep)
 
 
 class MCDropout(nn.Dropout):
@@ -204,7 +215,7 @@ class FusionNetwork(nn.Module):
                     if masked:
                         rows = (shape[0], len(idx), shape[1])
                         if on_device:
-                            noise = counter_uniforms(keys, _DROPOUT, step, rows).lt_(keep).float().div_(keep)[0]
+                            noise = counter_noise(keys, step, rows, keep)[0]
                         else:
                             noise = torch.from_numpy(dropout_noise(bitgen, rows, keep)).to(y.device)
                         for layer, d in enumerate(drops):
@@ -330,12 +341,9 @@ class StackedFusion:
         hidden = self.params["encoders.0.0.weight"].shape[1]
         if draws is not None:  # (keys, step): the device's counter-based draws
             keys, step = draws
-            noise = counter_uniforms(keys, _DROPOUT, step, (layers, rows, hidden)).lt_(keep).float().div_(keep)
+            noise = counter_noise(keys, step, (layers, rows, hidden), keep)
         else:
-            block = np.empty((len(bitgens), layers, rows, hidden), dtype=np.float32)
-            for k, bitgen in enumerate(bitgens):
-                dropout_noise(bitgen, (layers, rows, hidden), keep, out=block[k])
-            noise = torch.from_numpy(block).to(device)
+            noise = torch.from_numpy(stacked_noise(bitgens, (layers, rows, hidden), keep)).to(device)
         used = iter(range(layers))
         return lambda h: h * noise[:, next(used)]
 
@@ -416,10 +424,7 @@ class StackedFusion:
         def drop(h):
             if self.p == 0.0:
                 return h
-            shape = tuple(h.shape[1:])
-            noise = np.empty(tuple(h.shape), dtype=np.float32)
-            for k, rng in enumerate(rngs):
-                dropout_noise(rng.bit_generator, shape, keep, out=noise[k])
+            noise = stacked_noise([rng.bit_generator for rng in rngs], tuple(h.shape[1:]), keep)
             return torch.from_numpy(noise).mul_(h)
 
         out = []
@@ -447,7 +452,7 @@ class StackedFusion:
         # one key per member from its own stream, drawn where FusionNetwork.fit draws it: on
         # the CPU it seeds the member's mask stream, on a GPU its counter-based masks
         keys = [int(torch.randint(0, 2**62, (1,), generator=g)) for g in gens]
-        bitgens = [np.random.PCG64(key) for key in keys]
+        bitgens = None if on_device else [np.random.PCG64(key) for key in keys]
         keys = torch.tensor(keys, dtype=torch.int64, device=y.device) if on_device else None
         step = 0
         for _ in range(epochs):
