@@ -296,6 +296,20 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def round_counts(self, experiment_id: int, run_keys: list[str]) -> dict[str, int]:
+        """How many rounds of each of ``run_keys`` are committed, in one query per 500 keys
+        (runs without a committed round, or not reserved yet, are left out)."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(run_keys), 500):
+            keys = run_keys[start : start + 500]
+            marks = ",".join("?" * len(keys))
+            counts.update(self.conn.execute(
+                "SELECT r.run_key, COUNT(o.round) FROM runs r JOIN rounds o ON o.run_id = r.id"
+                f" WHERE r.experiment_id=? AND r.run_key IN ({marks}) GROUP BY r.id",
+                (experiment_id, *keys),
+            ).fetchall())
+        return counts
+
     def rounds(self, run_id: int, with_state: bool = False) -> list[RoundRecord]:
         cols = "round, n_labeled, metrics, queried_ids, timings" + (", model_state" if with_state else "")
         out = []

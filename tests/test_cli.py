@@ -149,3 +149,50 @@ def test_show_unknown_metric_and_experiment(cli, results_db):
     assert res.returncode == 2 and "did you mean 'tiny'" in res.stderr
     res = cli("export", "--db", str(results_db), "--format", "xml")
     assert res.returncode == 2 and "expected json or csv" in res.stderr
+
+
+def test_progress_shows_a_bounded_number_of_run_bars_and_counts_every_round():
+    """A lockstep group has dozens of runs in progress: RUN_BARS of them get a bar, the runs
+    bar says how many are in progress, a finished run's bar goes to the next one waiting,
+    and the rounds bar counts resumed and new rounds once each."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from mmal_core.cli.run import RUN_BARS, _ProgressCallbacks
+    from mmal_core.config import parse_config
+    from mmal_core.loop import RunOutcome, run_specs
+    from mmal_core.store import RoundRecord
+
+    specs = run_specs(parse_config(tiny_config(strategies=["random", "margin", "entropy", "least_confidence"],
+                                               seeds=[0, 1, 2])))
+    assert len(specs) == 12 > RUN_BARS
+    rounds = len(specs[0].budget.schedule) + 1
+    progress = Progress(console=Console(file=io.StringIO()), auto_refresh=False)
+    bars = _ProgressCallbacks(progress, specs)
+    task = {t.id: t for t in progress.tasks}
+
+    def visible():
+        return [t.description for t in progress.tasks if t.visible and t.id not in (bars.runs, bars.rounds)]
+
+    for i, spec in enumerate(specs):
+        bars.run_started(spec, rounds, 2 if i == 0 else 0)  # the first run resumes after 2 rounds
+    assert visible() == [s.label for s in specs[:RUN_BARS]]
+    assert task[bars.runs].description == "runs (12 in progress)"
+    assert task[bars.rounds].total == 12 * rounds and task[bars.rounds].completed == 2
+    for spec in specs:
+        bars.round_finished(spec, RoundRecord(2 if spec is specs[0] else 0, 10, {}, [], {}))
+    assert task[bars.rounds].completed == 3 + 11
+    bars.run_started(specs[0], rounds, 3)  # a retried attempt reports what is committed: nothing new
+    assert task[bars.rounds].completed == 14
+    # the first run finishes: its bar goes to the first run that had none
+    bars.run_finished(RunOutcome(specs[0], 1, "finished", n_labeled=[10] * rounds))
+    assert visible() == [s.label for s in specs[1 : RUN_BARS + 1]]
+    assert task[bars.rounds].completed == 14 + rounds - 3 and task[bars.runs].completed == 1
+    # a failed run keeps only its committed rounds on the rounds bar
+    bars.run_finished(RunOutcome(specs[1], 2, "failed", n_labeled=[10]))
+    assert task[bars.rounds].completed == 14 + rounds - 3
+    for spec in specs[2:6]:
+        bars.run_finished(RunOutcome(spec, 3, "finished", n_labeled=[10] * rounds))
+    assert visible() == [s.label for s in specs[6:]] and task[bars.runs].description == "runs"

@@ -134,3 +134,21 @@ def test_stratified_initial_set_balances_classes():
     assert np.array_equal(picked, initial_set(labels, 20, True, np.random.default_rng(0)))
     plain = initial_set(labels, 20, False, np.random.default_rng(0))
     assert len(set(plain)) == 20
+
+
+def test_round_counts_answer_for_many_runs_in_one_query_per_500(tmp_path):
+    from mmal_core.store import RoundRecord, Store
+
+    with Store(str(tmp_path / "counts.db")) as store:
+        exp = store.experiment("e", "h" * 16, {}, {})
+        fields = {"dataset": "d", "dataset_params": {}, "strategy": "s", "strategy_params": {}, "strategy_label": "s",
+                  "model": {}, "budget": {}}
+        store.reserve_runs(exp, [(f"run{i}", dict(fields, seed=i)) for i in range(3)])
+        for i, n in ((0, 2), (2, 1)):
+            run_id = store.find_run(exp, f"run{i}")[0]
+            for r in range(n):
+                store.add_round(run_id, RoundRecord(r, 10, {"accuracy": 0.5}, [], {}))
+        keys = ["run0", "run1", "run2"] + [f"missing{i}" for i in range(1200)]
+        assert store.round_counts(exp, keys) == {"run0": 2, "run2": 1}
+        assert store.round_counts(exp, ["run2"]) == {"run2": 1}
+        assert store.round_counts(exp, []) == {}

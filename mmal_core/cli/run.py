@@ -15,23 +15,51 @@ from ..errors import MmalError
 from .common import console, default_db, fmt
 
 
-class _ProgressCallbacks:
-    """One bar for the runs, one bar per run in progress (several when runs execute in parallel)."""
+#: Runs in progress that get a bar of their own; the others are counted on the runs bar. A
+#: lockstep group has dozens of runs in progress at once: a bar each would not fit a
+#: terminal, and redrawing them all several times a second costs a worker's share of a core.
+RUN_BARS = 8
 
-    def __init__(self, progress: Progress, n_runs: int):
+
+class _ProgressCallbacks:
+    """A bar for the runs, one for all their rounds, and one per run in progress (at most
+    :data:`RUN_BARS` shown; with more, the runs bar says how many are in progress)."""
+
+    def __init__(self, progress: Progress, specs: list):
         self.progress = progress
-        self.runs = progress.add_task("runs", total=n_runs)
-        self.active: dict[str, int] = {}
+        self.runs = progress.add_task("runs", total=len(specs))
+        self.rounds = progress.add_task("rounds", total=sum(len(s.budget.schedule) + 1 for s in specs))
+        self.active: dict[str, int] = {}  # run key -> its bar (hidden beyond RUN_BARS)
+        self.shown: list[str] = []  # run keys whose bar is visible, in the order they started
+        self.counted: dict[str, int] = {}  # run key -> its rounds counted on the rounds bar
         self.failures: list[str] = []
 
+    def _count(self, key: str, rounds: int) -> None:
+        """Bring the rounds bar's count of run ``key`` up to ``rounds``."""
+        more = rounds - self.counted.get(key, 0)
+        if more > 0:
+            self.counted[key] = rounds
+            self.progress.advance(self.rounds, more)
+
+    def _describe_runs(self) -> None:
+        hidden = len(self.active) - len(self.shown)
+        self.progress.update(self.runs, description=f"runs ({len(self.active)} in progress)" if hidden else "runs")
+
     def run_started(self, spec, total_rounds, done_rounds):
+        self._count(spec.key, done_rounds)
         task = self.active.get(spec.key)
-        if task is None:
-            self.active[spec.key] = self.progress.add_task(spec.label, total=total_rounds, completed=done_rounds)
-        else:
+        if task is not None:
             self.progress.update(task, total=total_rounds, completed=done_rounds)
+            return
+        visible = len(self.shown) < RUN_BARS
+        self.active[spec.key] = self.progress.add_task(spec.label, total=total_rounds, completed=done_rounds,
+                                                       visible=visible)
+        if visible:
+            self.shown.append(spec.key)
+        self._describe_runs()
 
     def round_finished(self, spec, record):
+        self._count(spec.key, record.round + 1)
         if spec.key in self.active:
             self.progress.advance(self.active[spec.key])
 
@@ -41,10 +69,20 @@ class _ProgressCallbacks:
         self.progress.console.print(f"[yellow]{self.failures[-1]}[/]", highlight=False)
 
     def run_finished(self, outcome):
+        key = outcome.spec.key
         self.progress.advance(self.runs)
-        task = self.active.pop(outcome.spec.key, None)
+        if outcome.status == "finished":
+            self._count(key, len(outcome.n_labeled))
+        task = self.active.pop(key, None)
         if task is not None:
             self.progress.remove_task(task)
+        if key in self.shown:
+            self.shown.remove(key)
+            waiting = [k for k in self.active if k not in self.shown]  # in the order they started
+            if waiting:
+                self.shown.append(waiting[0])
+                self.progress.update(self.active[waiting[0]], visible=True)
+        self._describe_runs()
 
 
 def load_demo_config():
@@ -85,7 +123,7 @@ def register(app: typer.Typer) -> None:
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         ) as progress:
-            callbacks = _ProgressCallbacks(progress, len(specs))
+            callbacks = _ProgressCallbacks(progress, specs)
             outcomes = run_experiment(cfg, db, callbacks, source, executor=runner)
         table = Table(title=f"{cfg.name}: final accuracy and AUBC, mean±std over seeds")
         for col in ("dataset", "strategy", "seeds", "final acc", "AUBC", "s"):

@@ -139,11 +139,19 @@ class _ProgressFollower:
         self.callbacks.run_started(spec, len(spec.budget.schedule) + 1, done)
 
     def unwatch(self, spec: RunSpec) -> None:
-        self.poll()
+        if spec.key in self.watched:
+            self.poll([spec.key])
         self.watched.pop(spec.key, None)
 
-    def poll(self) -> None:
-        for key, (spec, reported) in list(self.watched.items()):
+    def poll(self, keys: list[str] | None = None) -> None:
+        """Report the new rounds of the watched runs (of ``keys`` only, when given): one
+        query counts them all, and only the runs that moved have their rounds read."""
+        keys = list(self.watched) if keys is None else keys
+        counts = self.store.round_counts(self.experiment_id, keys) if keys else {}
+        for key in keys:
+            spec, reported = self.watched[key]
+            if counts.get(key, 0) <= reported:
+                continue
             records = self.store.rounds_of(self.experiment_id, key, reported)  # rounds are numbered 0, 1, ...
             for record in records:
                 self.callbacks.round_finished(spec, record)
