@@ -233,23 +233,33 @@ class FusionNetwork(nn.Module):
 
 # -- lockstep: K networks of one architecture trained as stacked weights ------------------------
 
-def _linear(x, w, b):
-    """One member-batched linear layer: x (K, B, din), w (K, dout, din), b (K, dout).
+def _linear(x, wt, b):
+    """One member-batched linear layer: x (K, B, din), wt (K, din, dout) (the weights
+    transposed), b (K, dout).
 
-    ``baddbmm`` gives every member the same bits as ``F.linear`` on its own (checked by
-    ``benchmarks/lockstep/bits.py`` and tests/test_lockstep_model.py on the CPU).
+    ``baddbmm`` gives every member the same bits as ``F.linear`` on its own, forward and
+    backward (checked by ``benchmarks/lockstep/bits.py`` and tests/test_lockstep_model.py on
+    the CPU): ``F.linear``'s backward computes its weight gradient as x^T g, the product that
+    gives ``wt`` its gradient here, with no transposed copy to make.
     """
     K, B, din = x.shape
-    dout = w.shape[1]
+    dout = wt.shape[2]
     if B * din * dout < _SMALL_PRODUCT or dout == 1:
         # torch multiplies tiny matrices (and matrix-vector products) in a batch with its own
-        # loops, not with the BLAS gemm that F.linear calls: one member at a time keeps the bits
-        return torch.stack([F.linear(x[k], w[k], b[k]) for k in range(K)])
-    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        # loops, not with the BLAS gemm that F.linear calls: one member at a time, with its
+        # weights in F.linear's own layout, keeps the bits
+        return torch.stack([F.linear(x[k], wt[k].t().contiguous(), b[k]) for k in range(K)])
+    return torch.baddbmm(b.unsqueeze(1), x, wt)
 
 
 #: Below this many multiply-adds per member, torch's CPU bmm uses a naive kernel instead of gemm.
 _SMALL_PRODUCT = 400
+
+
+def _stacked_layout(p):
+    """A member's parameter as :class:`StackedFusion` holds it: a weight matrix (dout, din)
+    transposed to (din, dout), anything else as it is (the transposition is its own inverse)."""
+    return p.t() if p.dim() == 2 else p
 
 
 def _shift_right(x, bits: int):
@@ -286,8 +296,9 @@ _DROPOUT, _MODALITY_DROPOUT = 0, 1
 class StackedFusion:
     """K :class:`FusionNetwork` of the same architecture held as stacked weights.
 
-    Every parameter ``name`` of the members becomes one (K, ...) leaf tensor, so a layer is
-    one batched matmul over (K, batch, features) and one fused Adam updates every member.
+    Every parameter ``name`` of the members becomes one (K, ...) leaf tensor (a weight
+    matrix transposed, (K, din, dout)), so a layer is one batched matmul over (K, batch,
+    features) and one fused Adam updates every member.
     Nothing is mixed between members: each member's loss is its own mean; its batch order
     and modality-dropout masks come from its own ``torch.Generator`` (continuing the stream
     its weights were drawn from, exactly as :meth:`FusionNetwork.fit` does with the global
@@ -313,14 +324,15 @@ class StackedFusion:
         self.heads = first.modality_heads is not None
         self.p = float(first.encoders[0][2].p)
         named = [dict(net.named_parameters()) for net in nets]  # once per member: walking modules is slow
-        self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
+        self.params = {n: torch.stack([_stacked_layout(d[n].detach()) for d in named]).requires_grad_(True)
+                       for n in named[0]}
 
     def write_back(self) -> None:
         """Copy the trained stacked weights into the member networks."""
         with torch.no_grad():
             for k, net in enumerate(self.nets):
                 for n, p in net.named_parameters():
-                    p.copy_(self.params[n][k])
+                    p.copy_(_stacked_layout(self.params[n][k]))
 
     # forward pieces ----------------------------------------------------------------------
     def _lin(self, x, name):
@@ -338,7 +350,7 @@ class StackedFusion:
             return lambda h: h * torch.zeros_like(h)
         keep = 1.0 - self.p
         layers = 2 * self.M + (self.fusion != "late")
-        hidden = self.params["encoders.0.0.weight"].shape[1]
+        hidden = self.params["encoders.0.0.weight"].shape[2]
         if draws is not None:  # (keys, step): the device's counter-based draws
             keys, step = draws
             noise = counter_noise(keys, step, (layers, rows, hidden), keep)
@@ -479,40 +491,53 @@ class StackedFusion:
 class MemberAdam:
     """Adam over stacked (K, ...) parameters that updates each member as its own tensor.
 
-    One call of torch's fused Adam kernel updates every member of every parameter, but it
-    is given each member's slice as a separate tensor: the kernel's split of a tensor into
-    vector and scalar parts then falls exactly as for the member's own network, so each
-    member gets the bits ``torch.optim.Adam(fused=True)`` gives it alone (a stacked tensor
-    would put a member's small bias, all scalar tail alone, into the vector part, with
-    different rounding). Step count, bias corrections and eps are per member by
-    construction: the members step together.
+    One call of torch's fused Adam kernel updates every member of every parameter. The
+    kernel splits each tensor it is given into a vectorised body and a scalar tail (after
+    at most 15 elements), and the two round differently. A parameter whose members hold a
+    multiple of 16 elements each has no tail, alone or stacked, so it goes in whole; any
+    other is given member by member (a small bias stacked would put a member's scalar tail
+    into the vector body). Either way each member gets the bits
+    ``torch.optim.Adam(fused=True)`` gives it alone. Step count, bias corrections and eps
+    are per member by construction: the members step together.
+
+    Gradients are set to None between steps, so that backward hands each stacked gradient
+    over instead of adding it to zeros.
     """
+
+    #: Elements per member below which a multiple keeps the kernel's scalar tail away (a
+    #: 64-byte cache line of float32, the kernel's unit of work, which AVX-512 fills).
+    WHOLE = 16
 
     def __init__(self, params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
         self.params = params
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
-        for p in params:
-            p.grad = torch.zeros_like(p)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        K = params[0].shape[0]
-
-        def members(tensors):
-            return [t.detach()[k] for t in tensors for k in range(K)]
-
-        self._p, self._g = members(params), members([p.grad for p in params])
-        self._m, self._v = members(self.exp_avg), members(self.exp_avg_sq)
+        self.whole = [p[0].numel() % self.WHOLE == 0 for p in params]
+        self._p, self._m, self._v = (self._split(ts) for ts in (params, self.exp_avg, self.exp_avg_sq))
         self.step_count = torch.zeros((), dtype=torch.float32, device=params[0].device)
         self._steps = [self.step_count] * len(self._p)
 
+    def _split(self, tensors) -> list:
+        """The kernel's tensors: each whole one, the members of each other one."""
+        out = []
+        for t, whole in zip(tensors, self.whole):
+            t = t.detach()
+            if whole:
+                out.append(t)
+            else:
+                out.extend(t.unbind(0))
+        return out
+
     def zero_grad(self) -> None:
-        # in place (not set to None), so the per-member views of the gradients stay valid
-        torch._foreach_zero_([p.grad for p in self.params])
+        for p in self.params:
+            p.grad = None
 
     def step(self) -> None:
         self.step_count.add_(1)
+        grads = self._split([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
         torch._fused_adam_(
-            self._p, self._g, self._m, self._v, [], self._steps, amsgrad=False, lr=self.lr,
+            self._p, grads, self._m, self._v, [], self._steps, amsgrad=False, lr=self.lr,
             beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps,
             maximize=False, grad_scale=None, found_inf=None,
         )
