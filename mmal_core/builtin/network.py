@@ -459,7 +459,7 @@ class StackedFusion:
         opt = MemberAdam([p for name, p in self.params.items() if used or not name.startswith("modality_heads.")],
                          lr=lr, weight_decay=weight_decay)
         K, n = y.shape
-        rows = torch.arange(K, device=y.device).unsqueeze(1)
+        offsets = torch.arange(K, device=y.device).unsqueeze(1) * n
         on_device = y.device.type != "cpu" if self.device_draws is None else self.device_draws
         # one key per member from its own stream, drawn where FusionNetwork.fit draws it: on
         # the CPU it seeds the member's mask stream, on a GPU its counter-based masks
@@ -471,7 +471,8 @@ class StackedFusion:
             order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(y.device)
             for start in range(0, n, batch_size):
                 idx = order[:, start : start + batch_size]
-                bmask = mask[rows, idx]
+                flat, b = (idx + offsets).reshape(-1), idx.shape[1]
+                bmask = _member_rows(mask, flat, b)
                 if modality_dropout > 0:
                     if on_device:
                         u = counter_uniforms(keys, _MODALITY_DROPOUT, step, tuple(bmask.shape[1:]))
@@ -479,13 +480,20 @@ class StackedFusion:
                         u = torch.stack([torch.rand(tuple(bmask.shape[1:]), generator=g) for g in gens]).to(bmask.device)
                     kept = bmask & ~(u < modality_dropout)
                     bmask = torch.where(kept.any(dim=2, keepdim=True), kept, bmask)
-                loss = self.loss([x[rows, idx] for x in xs], bmask, y[rows, idx], aux_weight, bitgens,
-                                 (keys, step) if on_device else None)
+                loss = self.loss([_member_rows(x, flat, b) for x in xs], bmask, _member_rows(y, flat, b), aux_weight,
+                                 bitgens, (keys, step) if on_device else None)
                 step += 1
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
         self.write_back()
+
+
+def _member_rows(t, flat, b: int):
+    """(K, b, ...) rows of the stacked (K, n, ...) ``t``: ``flat`` holds row k n + i for
+    member k's row i (one gather over the members laid end to end, cheaper than indexing
+    with a (K, b) index per member)."""
+    return t.reshape(-1, *t.shape[2:]).index_select(0, flat).view(t.shape[0], b, *t.shape[2:])
 
 
 class MemberAdam:
