@@ -332,9 +332,32 @@ def test_large_probe_stacks_normalise_class_by_class_with_the_same_bits(C, monke
     onehot = np.eye(C)[rng.integers(0, C, (K, n))]
     penalty = np.full((d1, 1), 1e-2)
     step = np.full((K, 1, 1), 0.05)
+    stacks = [(xs[:10], onehot[:10]), (xs[10:, :70], onehot[10:, :70])]  # two sample counts: padded
     monkeypatch.setattr(utilization_module, "BY_CLASS_ROWS", 1)
-    by_class = utilization_module._descend(xs, onehot, penalty, step, n, 60)
+    by_class = utilization_module._descend(stacks, penalty, step, 60)
     monkeypatch.setattr(utilization_module, "BY_CLASS_ROWS", 10**9)
-    reduced = utilization_module._descend(xs, onehot, penalty, step, n, 60)
+    reduced = utilization_module._descend(stacks, penalty, step, 60)
     assert all(np.array_equal(a, b) for a, b in zip(by_class, reduced))
     assert not np.array_equal(by_class[0], by_class[1])
+
+
+@pytest.mark.parametrize("by_class", [1, 10**9])
+@pytest.mark.parametrize("C", [3, 4, 10])  # a product's rounding depends on its row count for 3 and 10 here
+def test_probes_of_many_sizes_descend_in_one_loop_with_the_bits_of_each_alone(C, by_class, monkeypatch):
+    """Lockstep's probes under missing modalities: every run's labeled set has its own count
+    of samples with a modality. Problems of one width share one padded loop whatever their
+    sizes, and each gets the weights it gets alone (fewer rows, other widths, early stops)."""
+    from mmal_core.utilization import fit_linear_probes
+
+    monkeypatch.setattr(utilization_module, "BY_CLASS_ROWS", by_class)
+    rng = np.random.default_rng(11)
+    problems = []
+    for k in range(14):
+        n, d = int(rng.integers(12, 140)), (32 if k % 4 else 16)  # the widths of encoder outputs
+        x = rng.normal(size=(n, d)) * (1e-5 if k == 5 else 1.0 + k % 3)
+        problems.append((x, rng.integers(0, C, n)))
+    problems.append(problems[2])  # a twin: same size as another
+    together = fit_linear_probes(problems, C)
+    for (x, y), fitted in zip(problems, together):
+        alone = fit_linear_probes([(x, y)], C)[0]
+        assert all(np.array_equal(a, b) for a, b in zip(_probe_weights(alone), _probe_weights(fitted)))
